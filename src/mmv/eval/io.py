@@ -1,0 +1,178 @@
+"""Atomic files, the feature cache, model checksums and result reports shared by every protocol."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write(path: str | Path, write_fn, suffix: str = "") -> None:
+    """Writes a file through ``write_fn(tmp_path)`` then ``os.replace`` so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` through a temp file; the ``.npz`` suffix keeps numpy from appending its own."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write, suffix=".npz")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def model_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) over parameter/buffer names, shapes, dtypes and values.
+
+    Two models with equal weights share cached features; any weight change invalidates them. The result is stored
+    on the module (``_mmv_checksum``) because hashing a large model takes a noticeable fraction of a second; call
+    :func:`forget_checksum` after changing weights in place.
+    """
+    cached = getattr(model, "_mmv_checksum", None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    value = digest.hexdigest()[:16]
+    model._mmv_checksum = value  # type: ignore[attr-defined]
+    return value
+
+
+def forget_checksum(model: torch.nn.Module) -> None:
+    """Drops the stored checksum after weights changed in place (e.g. deflation BN training)."""
+    if hasattr(model, "_mmv_checksum"):
+        del model._mmv_checksum
+
+
+def options_key(options: Mapping[str, Any]) -> str:
+    """A short stable hash of a JSON-able options dict (sorted keys)."""
+    text = json.dumps(options, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FeatureCache:
+    """Caches arrays in ``<dir>/<name>-<hash(model checksum, options)>.npz``.
+
+    Args:
+        directory: where cache files live; None disables caching.
+        model_key: the model's checksum (:func:`model_checksum`).
+    """
+
+    def __init__(self, directory: str | Path | None, model_key: str) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.model_key = model_key
+
+    def path(self, name: str, options: Mapping[str, Any]) -> Path | None:
+        if self.directory is None:
+            return None
+        return self.directory / f"{name}-{options_key({'model': self.model_key, **options})}.npz"
+
+    def load(self, name: str, options: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        path = self.path(name, options)
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as err:  # a damaged cache file is recomputed, not fatal
+            logger.warning("ignoring unreadable cache file %s (%s)", path, err)
+            return None
+        logger.info("loaded cached features %s", path.name)
+        return arrays
+
+    def save(self, name: str, options: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        path = self.path(name, options)
+        if path is not None:
+            atomic_save_npz(path, **arrays)
+
+
+class SkipCounter:
+    """Counts skipped inputs by reason and remembers which files, for the end-of-run report."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+        self.files: dict[str, list[str]] = {}
+
+    def add(self, reason: str, path: str | Path) -> None:
+        self.reasons[reason] += 1
+        self.files.setdefault(reason, []).append(str(path))
+        logger.warning("skipping %s: %s", path, reason)
+
+    def merge(self, other: "SkipCounter") -> None:
+        for reason, files in other.files.items():
+            for path in files:
+                self.reasons[reason] += 1
+                self.files.setdefault(reason, []).append(path)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_reason": dict(self.reasons), "files": self.files}
+
+    def summary(self) -> str:
+        if not self.total:
+            return "no files skipped"
+        return f"{self.total} files skipped (" + ", ".join(f"{r}: {n}" for r, n in self.reasons.items()) + ")"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table; floats printed with 2 decimals."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | Path, name: str, result: Mapping[str, Any], table: str) -> tuple[Path, Path]:
+    """Writes ``<out_dir>/<name>.json`` and ``<out_dir>/<name>.md`` atomically and returns their paths."""
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    atomic_write_json(json_path, result)
+    atomic_write_text(md_path, table.rstrip() + "\n")
+    return json_path, md_path
