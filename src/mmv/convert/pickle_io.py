@@ -1,0 +1,346 @@
+"""Read the released MMV checkpoints (dill pickles of Haiku trees) without JAX, Haiku or dill.
+
+The three released files (``mmv_s3d.pkl``, ``mmv_tsm_resnet_x1.pkl``, ``mmv_tsm_resnet_x2.pkl``) were written in
+late 2020 with ``dill.dump({'params': params, 'state': state}, f)``. Their content is:
+
+* plain ``dict``/``str``/``tuple`` pickle opcodes (protocol 3 or 4: dill's default protocol of the day);
+* Haiku containers (``haiku._src.data_structures.FlatMapping`` or ``frozendict``), each pickled by its
+  ``__reduce__`` as a *call of the class on a plain dict*;
+* numpy arrays. ``ndarray.__reduce__`` gives ``(_reconstruct, (ndarray, (0,), b'b'), state)``; dill writes the
+  builtin ``_reconstruct`` through its own helpers as
+  ``dill._dill._get_attr(dill._dill._import_module('numpy.core._multiarray_umath'), '_reconstruct')``, followed by
+  the ``numpy.ndarray`` and ``numpy.dtype`` globals and the raw bytes of the array. JAX's ``DeviceArray`` of that
+  era (jax 0.1/0.2, ``interpreters/xla.py``) defines ``__reduce__`` as the ``__reduce__`` of its numpy value, so
+  device arrays are stored exactly like numpy arrays.
+
+Unpickling runs whatever callables a file names, so a plain ``pickle.load`` of a downloaded file can execute
+arbitrary code. :class:`RestrictedUnpickler` instead maps the few globals above to local stand-ins and refuses every
+other global *before anything is called*, with an :class:`UnsafePickleError` naming the file and the global:
+
+* containers become plain dicts (``FlatMapping``, ``FlatMap``, ``frozendict`` under ``haiku._src.data_structures``
+  or ``haiku.data_structures``, and ``collections.OrderedDict``);
+* ``_import_module`` returns an inert token, and only for numpy's multiarray/numeric modules; ``_get_attr`` only
+  resolves ``_reconstruct``, ``scalar`` and ``_frombuffer`` on such a token. dill's fallback to builtins in
+  ``_get_attr`` (``_get_attr(module, 'eval')``) therefore does not exist here;
+* numpy's ``_reconstruct``/``scalar``/``_frombuffer`` are wrapped so that they only build plain numeric arrays
+  (dtype kinds ``b i u f c``; no object arrays, no ``ndarray`` subclasses);
+* for completeness it also reads plain numpy pickles of protocols 2 to 5 (``numpy.core.multiarray._reconstruct``,
+  ``numpy._core.multiarray._reconstruct``, ``numpy.core.numeric._frombuffer``, ``_codecs.encode`` with latin-1),
+  dill's ``_create_array`` (used for arrays once dill has seen an ndarray subclass) and the
+  ``reconstruct_device_array`` of later JAX versions, all reduced to numpy without importing dill or JAX.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = [
+    "CheckpointFormatError",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "load_released_checkpoint",
+]
+
+_NUMERIC_KINDS = frozenset("biufc")  # bool, signed/unsigned int, float, complex
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asks for something a released checkpoint never contains; nothing of it was executed."""
+
+
+class CheckpointFormatError(ValueError):
+    """A file is not a readable released checkpoint (not a pickle, truncated, or an unexpected structure)."""
+
+
+class _Refused(Exception):
+    """Raised inside the stand-ins; re-raised by the loader as :class:`UnsafePickleError` with the file name."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Local stand-ins for the globals a released checkpoint names.
+
+
+class _HaikuMapping(dict):
+    """Stand-in for Haiku's ``FlatMapping``/``FlatMap``/``frozendict``: a dict built from the pickled dict."""
+
+    def __setstate__(self, state: Any) -> None:
+        # NOTE: reached only through NEWOBJ/BUILD (``__reduce_ex__`` without a custom ``__reduce__``). Accept the
+        # ``frozendict`` slot layout, whose ``_storage`` holds the mapping, and nothing else.
+        if not isinstance(self, _HaikuMapping):
+            raise _Refused("BUILD on a container class")
+        slots = state[1] if isinstance(state, tuple) and len(state) == 2 else state
+        if not isinstance(slots, dict) or not isinstance(slots.get("_storage"), dict):
+            raise _Refused("container state without a '_storage' dict")
+        self.update(slots["_storage"])
+
+
+class _NdarrayType:
+    """Inert marker for the ``numpy.ndarray`` global: it can only be passed to ``_reconstruct``, never called."""
+
+    def __repr__(self) -> str:
+        return "<numpy.ndarray marker>"
+
+
+_NDARRAY = _NdarrayType()
+
+
+class _ModuleToken:
+    """What ``dill._dill._import_module`` returns here: a name, not a module, so nothing is imported."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __setstate__(self, state: Any) -> None:
+        # dill pickles a module it considers user code with its whole ``__dict__`` as BUILD state ("M1").
+        raise _Refused(f"module state for {self.name!r} (a pickled module dictionary)")
+
+
+def _check_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise _Refused(f"array dtype {dtype!r} (only plain numeric arrays are accepted)")
+    return dtype
+
+
+def _safe_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype(spec, align, copy)`` for numeric type codes such as ``'f4'`` only."""
+    if not isinstance(spec, str):
+        raise _Refused(f"numpy.dtype of {type(spec).__name__} (only type codes such as 'f4' are accepted)")
+    try:
+        dtype = np.dtype(spec, align=bool(align), copy=bool(copy))
+    except TypeError as exc:
+        raise _Refused(f"numpy.dtype({spec!r})") from exc
+    return _check_dtype(dtype)
+
+
+_NUMPY_RECONSTRUCT: Callable[..., np.ndarray] = np.empty(0).__reduce__()[0]  # the installed numpy's _reconstruct
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+    """numpy's ``_reconstruct(ndarray, (0,), b'b')``: an empty array that the following BUILD fills in."""
+    if not (subtype is _NDARRAY or subtype is np.ndarray):
+        raise _Refused(f"_reconstruct of {subtype!r} (only numpy.ndarray is accepted)")
+    if tuple(shape) != (0,) or typecode not in (b"b", "b"):
+        raise _Refused(f"_reconstruct with shape {shape!r} and type code {typecode!r}")
+    return _NUMPY_RECONSTRUCT(np.ndarray, (0,), b"b")
+
+
+def _safe_scalar(dtype: Any, data: Any) -> np.ndarray:
+    """numpy's ``scalar(dtype, raw_bytes)``, returned as a 0-d array."""
+    if not isinstance(dtype, np.dtype):
+        raise _Refused(f"numpy scalar of {dtype!r}")
+    _check_dtype(dtype)
+    if isinstance(data, str):  # protocol 2 pickles from Python 2 store the bytes as a latin-1 string
+        data = data.encode("latin-1")
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise _Refused("numpy scalar with malformed data")
+    return np.frombuffer(data, dtype=dtype).reshape(()).copy()
+
+
+def _safe_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """numpy's protocol-5 ``_frombuffer(buffer, dtype, shape, order)``."""
+    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype):
+        raise _Refused("_frombuffer without an in-band buffer and a dtype")
+    _check_dtype(dtype)
+    shape = tuple(int(n) for n in shape)
+    if order not in ("C", "F") or int(np.prod(shape)) * dtype.itemsize != len(buffer):
+        raise _Refused(f"_frombuffer with shape {shape} and order {order!r} for {len(buffer)} bytes")
+    return np.frombuffer(bytearray(buffer), dtype=dtype).reshape(shape, order=order)
+
+
+def _safe_create_array(fun: Any, args: Any, state: Any, extra: Any = None) -> np.ndarray:
+    """dill's ``_create_array(f, args, state, npdict)`` and JAX's ``reconstruct_device_array(...)``: plain numpy."""
+    if fun is not _safe_reconstruct:
+        raise _Refused(f"array reconstruction through {fun!r}")
+    if extra is not None and not isinstance(extra, dict):
+        raise _Refused("array reconstruction with non-dict attributes")
+    array = _safe_reconstruct(*args)
+    array.__setstate__(state)
+    return array
+
+
+def _safe_codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """``_codecs.encode(str, 'latin1')``, how protocol 2 stores ``bytes``."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` (protocols 0/1 of a class without ``__reduce__``), for containers only."""
+    if cls not in (_HaikuMapping, collections.OrderedDict) or base is not object or state is not None:
+        raise _Refused(f"copyreg._reconstructor({cls!r}, {base!r}, ...)")
+    return cls()
+
+
+# Modules that ``dill._dill._import_module`` may name, and what ``_get_attr`` may fetch from each.
+_MULTIARRAY_MODULES = (
+    "numpy.core._multiarray_umath",
+    "numpy.core.multiarray",
+    "numpy._core._multiarray_umath",
+    "numpy._core.multiarray",
+)
+_NUMERIC_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
+_MODULE_ATTRIBUTES: dict[str, dict[str, Callable[..., Any]]] = {
+    **{name: {"_reconstruct": _safe_reconstruct, "scalar": _safe_scalar} for name in _MULTIARRAY_MODULES},
+    **{name: {"_frombuffer": _safe_frombuffer} for name in _NUMERIC_MODULES},
+}
+
+
+def _safe_import_module(import_name: Any, safe: Any = False) -> _ModuleToken:
+    """dill's ``_import_module(name)``: a token for an allowed numpy module; nothing is imported."""
+    if import_name not in _MODULE_ATTRIBUTES:
+        raise _Refused(f"dill._dill._import_module({import_name!r})")
+    return _ModuleToken(import_name)
+
+
+def _safe_get_attr(obj: Any, name: Any) -> Callable[..., Any]:
+    """dill's ``_get_attr(module, name)`` restricted to the numpy functions listed in ``_MODULE_ATTRIBUTES``."""
+    if not isinstance(obj, _ModuleToken):
+        raise _Refused(f"dill._dill._get_attr({obj!r}, {name!r}) on something that is not an allowed module")
+    allowed = _MODULE_ATTRIBUTES[obj.name]
+    if name not in allowed:
+        raise _Refused(f"dill._dill._get_attr({obj.name}, {name!r})")
+    return allowed[name]
+
+
+def _build_allowed_globals() -> dict[tuple[str, str], Any]:
+    allowed: dict[tuple[str, str], Any] = {("collections", "OrderedDict"): collections.OrderedDict}
+    for module in ("haiku._src.data_structures", "haiku.data_structures"):
+        for name in ("FlatMapping", "FlatMap", "frozendict"):
+            allowed[(module, name)] = _HaikuMapping
+    for module in ("dill._dill", "dill.dill"):  # dill < 0.3 lived in ``dill.dill``
+        allowed[(module, "_import_module")] = _safe_import_module
+        allowed[(module, "_get_attr")] = _safe_get_attr
+        allowed[(module, "_create_array")] = _safe_create_array
+    allowed[("jax._src.device_array", "reconstruct_device_array")] = _safe_create_array
+    allowed[("numpy", "ndarray")] = _NDARRAY
+    allowed[("numpy", "dtype")] = _safe_dtype
+    for module, functions in _MODULE_ATTRIBUTES.items():
+        for name, function in functions.items():
+            allowed[(module, name)] = function
+    allowed[("_codecs", "encode")] = _safe_codecs_encode
+    allowed[("copyreg", "_reconstructor")] = _safe_reconstructor
+    return allowed
+
+
+_ALLOWED_GLOBALS = _build_allowed_globals()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of a released MMV checkpoint (see the module docstring)."""
+
+    def __init__(self, file: BinaryIO, *, source: str = "<stream>") -> None:
+        # NOTE: latin-1 decodes Python 2 ``str`` payloads byte for byte, as numpy recommends for old pickles.
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self.source}: refused to load global '{module}.{name}': a released MMV checkpoint contains only "
+                "numpy arrays in Haiku/dict containers, so this file may run code when unpickled"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"{self.source}: refused persistent id {pid!r} (not used by released checkpoints)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and validation.
+
+
+def _to_plain(value: Any) -> Any:
+    """Containers to plain dicts (recursively); numpy scalars to 0-d arrays; everything else unchanged."""
+    if isinstance(value, Mapping):
+        return {key: _to_plain(item) for key, item in value.items()}
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    return value
+
+
+def _validate_tree(source: str, collection: str, tree: Any) -> None:
+    """Check the two-level ``{module_path: {leaf_name: numeric ndarray}}`` layout of ``params``/``state``."""
+    if not isinstance(tree, dict):
+        raise CheckpointFormatError(f"{source}: '{collection}' is a {type(tree).__name__}, expected a mapping")
+    for module, leaves in tree.items():
+        if not isinstance(module, str) or not isinstance(leaves, dict):
+            raise CheckpointFormatError(f"{source}: '{collection}/{module}' is not a mapping of named leaves")
+        for name, leaf in leaves.items():
+            where = f"{source}: '{collection}/{module}/{name}'"
+            if type(leaf) is not np.ndarray:
+                raise CheckpointFormatError(f"{where} is a {type(leaf).__name__}, expected a numpy array")
+            if leaf.dtype.kind not in _NUMERIC_KINDS:
+                raise CheckpointFormatError(f"{where} has dtype {leaf.dtype}, expected a numeric array")
+
+
+def _check_header(source: str, head: bytes) -> None:
+    """Refuse files that do not start like a binary pickle, naming what they look like where we can tell."""
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
+        return
+    hints = {b"PK\x03\x04": "a zip archive (e.g. a torch.save or .npz file)", b"\x93NUMPY": "a .npy file",
+             b"\x1f\x8b": "a gzip file", b"\x89HDF": "an HDF5 file"}
+    hint = next((what for magic, what in hints.items() if head.startswith(magic)), None)
+    if not head:
+        problem = "the file is empty"
+    elif hint:
+        problem = f"it looks like {hint}"
+    else:
+        problem = f"it starts with {head[:8]!r}, not a pickle protocol 2-5 header"
+    raise CheckpointFormatError(f"{source}: not a released MMV checkpoint (a dill/pickle file): {problem}")
+
+
+def _unpickle(file: BinaryIO, source: str) -> Any:
+    try:
+        return RestrictedUnpickler(file, source=source).load()
+    except UnsafePickleError:
+        raise
+    except _Refused as exc:
+        raise UnsafePickleError(f"{source}: refused {exc}; released MMV checkpoints never contain this") from None
+    except (EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointFormatError(f"{source}: corrupt or truncated pickle ({exc or type(exc).__name__})") from exc
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError) as exc:
+        raise CheckpointFormatError(f"{source}: malformed pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def load_released_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a released MMV checkpoint (``mmv_*.pkl``) into plain nested dicts of numpy arrays.
+
+    Neither JAX, Haiku nor dill is needed or imported, and the file is read with :class:`RestrictedUnpickler`, so a
+    file that would run code when unpickled is refused before any of it runs.
+
+    Args:
+        path: the ``.pkl`` file.
+
+    Returns:
+        ``{"params": {module_path: {leaf_name: np.ndarray}}, "state": {...}}`` in Haiku's naming (for example
+        ``params["text_audio_video/text_module/~/text_conv1"]["w"]``), plus any other top-level entries of the
+        file, with their containers turned into plain dicts.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnsafePickleError: the file names a global that a released checkpoint never contains.
+        CheckpointFormatError: the file is not a pickle, is truncated, or lacks the ``params``/``state`` layout.
+    """
+    source = os.fspath(path)
+    with open(source, "rb") as f:
+        _check_header(source, f.read(2))
+        f.seek(0)
+        raw = _unpickle(f, source)
+    checkpoint = _to_plain(raw)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointFormatError(f"{source}: the pickle holds a {type(raw).__name__}, expected a dict")
+    missing = [key for key in ("params", "state") if key not in checkpoint]
+    if missing:
+        raise CheckpointFormatError(
+            f"{source}: missing top-level key(s) {missing}; found {sorted(map(str, checkpoint))}"
+        )
+    for collection in ("params", "state"):
+        _validate_tree(source, collection, checkpoint[collection])
+    return checkpoint
