@@ -226,7 +226,7 @@ def haiku_to_state_dict(model: MMV, params: HaikuTree, state: HaikuTree) -> dict
         if tuple(array.shape) != tuple(reference[key].shape):
             bad_shape.append(f"{ref.key} {tuple(np.shape(leaves[ref.leaf]))} -> {key} expects {tuple(reference[key].shape)}")
             continue
-        out[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        out[key] = torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True))
     unexpected = [
         f"{collection}:{module}/{leaf}"
         for collection, tree in trees.items()
