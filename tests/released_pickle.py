@@ -18,6 +18,7 @@ The globals are written by name (no import), so the pickle names ``dill._dill``,
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import pickletools
@@ -42,41 +43,42 @@ class _Callable:
         raise TypeError(f"{self!r} is a placeholder for writing pickles")
 
 
-class _Global(_Callable):
+class Global(_Callable):
     """A global written by module and name, without importing it (pickle's own ``save_global`` would)."""
 
     def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name
 
 
-class _DillModule:
+class DillModule:
     """A module as dill's ``save_module`` writes it: ``_import_module(name)``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
 
-class _DillAttr(_Callable):
+class DillAttr(_Callable):
     """A builtin function as dill's ``save_builtin_method`` writes it: ``_get_attr(module, name)``."""
 
-    def __init__(self, module: _DillModule, name: str) -> None:
+    def __init__(self, module: DillModule, name: str) -> None:
         self.module, self.name = module, name
 
 
-class _Call:
-    """An object whose ``__reduce__`` is ``(cls, (mapping,))``, like Haiku's FlatMapping and frozendict."""
+class Call:
+    """An object whose ``__reduce__`` is ``(function, args[, state])``, e.g. a Haiku ``FlatMapping``:
+    ``(cls, (mapping,))``. A ``state`` is written as BUILD after the call."""
 
-    def __init__(self, cls: _Global, mapping: dict[str, Any]) -> None:
-        self.cls, self.mapping = cls, mapping
+    def __init__(self, function: Any, *args: Any, state: Any = None) -> None:
+        self.function, self.args, self.state = function, args, state
 
 
-_NDARRAY = _Global("numpy", "ndarray")
-_DTYPE = _Global("numpy", "dtype")
-_IMPORT_MODULE = _Global(DILL_MODULE, "_import_module")
-_GET_ATTR = _Global(DILL_MODULE, "_get_attr")
-_PLAIN_RECONSTRUCT = _Global("numpy.core.multiarray", "_reconstruct")  # what a plain numpy 1.x pickle names
+_NDARRAY = Global("numpy", "ndarray")
+_DTYPE = Global("numpy", "dtype")
+_IMPORT_MODULE = Global(DILL_MODULE, "_import_module")
+_GET_ATTR = Global(DILL_MODULE, "_get_attr")
+_PLAIN_RECONSTRUCT = Global("numpy.core.multiarray", "_reconstruct")  # what a plain numpy 1.x pickle names
 # Module-level, like the classes they stand for, so that a second use is a memo reference as in dill's output.
-_HAIKU_CONTAINERS = {name: _Global(HAIKU_MODULE, name) for name in ("FlatMapping", "frozendict")}
+_HAIKU_CONTAINERS = {name: Global(HAIKU_MODULE, name) for name in ("FlatMapping", "frozendict")}
 
 
 class _ReleasedPickler(pickle._Pickler):  # type: ignore[misc]  # dill's base class too
@@ -85,7 +87,7 @@ class _ReleasedPickler(pickle._Pickler):  # type: ignore[misc]  # dill's base cl
     def __init__(self, file: Any, protocol: int, dill_style: bool) -> None:
         super().__init__(file, protocol)
         # One object per file, so that the memo makes later arrays refer back to it, as in dill's output.
-        self._reconstruct = _DillAttr(_DillModule(NUMPY_2020_MODULE), "_reconstruct") if dill_style else (
+        self._reconstruct = DillAttr(DillModule(NUMPY_2020_MODULE), "_reconstruct") if dill_style else (
             _PLAIN_RECONSTRUCT)
 
     def reducer_override(self, obj: Any) -> Any:
@@ -96,15 +98,15 @@ class _ReleasedPickler(pickle._Pickler):  # type: ignore[misc]  # dill's base cl
         if isinstance(obj, np.dtype):
             _, args, state = obj.__reduce__()
             return _DTYPE, args, state
-        if isinstance(obj, _DillAttr):
+        if isinstance(obj, DillAttr):
             return _GET_ATTR, (obj.module, obj.name)
-        if isinstance(obj, _DillModule):
+        if isinstance(obj, DillModule):
             return _IMPORT_MODULE, (obj.name,)
-        if isinstance(obj, _Call):
-            return obj.cls, (obj.mapping,)
+        if isinstance(obj, Call):
+            return (obj.function, obj.args) if obj.state is None else (obj.function, obj.args, obj.state)
         return NotImplemented
 
-    def save_named_global(self, obj: _Global) -> None:
+    def save_named_global(self, obj: Global) -> None:
         """Like ``pickle._Pickler.save_global`` for protocols 3 and 4, minus the import check."""
         if self.proto >= 4:
             self.save(obj.module)
@@ -114,7 +116,7 @@ class _ReleasedPickler(pickle._Pickler):  # type: ignore[misc]  # dill's base cl
             self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("utf-8"))
         self.memoize(obj)
 
-    dispatch[_Global] = save_named_global
+    dispatch[Global] = save_named_global
 
 
 def _wrap(tree: Tree, container: Container) -> Any:
@@ -122,7 +124,7 @@ def _wrap(tree: Tree, container: Container) -> Any:
         return {module: dict(sorted(leaves.items())) for module, leaves in sorted(tree.items())}
     cls = _HAIKU_CONTAINERS[container]
     # Haiku returns keys sorted (jax flattens dicts in key order) and nests the container at both levels.
-    return _Call(cls, {module: _Call(cls, dict(sorted(leaves.items()))) for module, leaves in sorted(tree.items())})
+    return Call(cls, {module: Call(cls, dict(sorted(leaves.items()))) for module, leaves in sorted(tree.items())})
 
 
 def write_released_checkpoint(
@@ -163,6 +165,14 @@ def write_released_checkpoint(
         os.unlink(tmp)
         raise
     return path
+
+
+def dumps(obj: Any, protocol: int = 4) -> bytes:
+    """Pickle ``obj`` with the writer above; ``Global``/``DillModule``/``DillAttr``/``Call`` placeholders inside
+    become the globals and dill helper calls they name (used to build hostile pickles in tests)."""
+    buffer = io.BytesIO()
+    _ReleasedPickler(buffer, protocol, dill_style=True).dump(obj)
+    return buffer.getvalue()
 
 
 def pickle_globals(data: bytes) -> list[tuple[str, str]]:

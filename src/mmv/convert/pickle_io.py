@@ -18,7 +18,7 @@ arbitrary code. :class:`RestrictedUnpickler` instead maps the few globals above 
 other global *before anything is called*, with an :class:`UnsafePickleError` naming the file and the global:
 
 * containers become plain dicts (``FlatMapping``, ``FlatMap``, ``frozendict`` under ``haiku._src.data_structures``
-  or ``haiku.data_structures``, and ``collections.OrderedDict``);
+  or ``haiku.data_structures``, and ``collections.OrderedDict``), built from exactly one mapping;
 * ``_import_module`` returns an inert token, and only for numpy's multiarray/numeric modules; ``_get_attr`` only
   resolves ``_reconstruct``, ``scalar`` and ``_frombuffer`` on such a token. dill's fallback to builtins in
   ``_get_attr`` (``_get_attr(module, 'eval')``) therefore does not exist here;
@@ -28,10 +28,12 @@ other global *before anything is called*, with an :class:`UnsafePickleError` nam
   ``numpy._core.multiarray._reconstruct``, ``numpy.core.numeric._frombuffer``, ``_codecs.encode`` with latin-1),
   dill's ``_create_array`` (used for arrays once dill has seen an ndarray subclass) and the
   ``reconstruct_device_array`` of later JAX versions, all reduced to numpy without importing dill or JAX.
+
+Only pickles with a protocol header (protocols 2 to 5) are read; protocols 0 and 1 were never used for these files.
 """
 from __future__ import annotations
 
-import collections
+import math
 import os
 import pickle
 from collections.abc import Callable, Mapping
@@ -63,41 +65,71 @@ class _Refused(Exception):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Local stand-ins for the globals a released checkpoint names.
+#
+# NOTE: ``find_class`` never hands out a real class or function. Each allowed global becomes a ``_StandIn``: it can
+# be called (REDUCE) but has no ``__dict__`` and refuses BUILD, so a pickle cannot use BUILD's ``setattr`` to alter
+# the loader's own objects. BUILD therefore only ever reaches numpy arrays and dtypes (numpy's own ``__setstate__``).
+
+
+class _StandIn:
+    """A callable that a pickle may name; it runs one vetted function and cannot be modified by the pickle."""
+
+    __slots__ = ("_name", "_function")
+
+    def __init__(self, name: str, function: Callable[..., Any]) -> None:
+        self._name = name
+        self._function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refused(f"BUILD (attribute assignment) on {self._name}")
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self._name}>"
 
 
 class _HaikuMapping(dict):
-    """Stand-in for Haiku's ``FlatMapping``/``FlatMap``/``frozendict``: a dict built from the pickled dict."""
+    """What Haiku's ``FlatMapping``/``FlatMap``/``frozendict`` (and ``OrderedDict``) become: a dict."""
 
     def __setstate__(self, state: Any) -> None:
-        # NOTE: reached only through NEWOBJ/BUILD (``__reduce_ex__`` without a custom ``__reduce__``). Accept the
-        # ``frozendict`` slot layout, whose ``_storage`` holds the mapping, and nothing else.
-        if not isinstance(self, _HaikuMapping):
-            raise _Refused("BUILD on a container class")
-        slots = state[1] if isinstance(state, tuple) and len(state) == 2 else state
-        if not isinstance(slots, dict) or not isinstance(slots.get("_storage"), dict):
-            raise _Refused("container state without a '_storage' dict")
-        self.update(slots["_storage"])
+        raise _Refused("BUILD (attribute assignment) on a container")
 
 
-class _NdarrayType:
-    """Inert marker for the ``numpy.ndarray`` global: it can only be passed to ``_reconstruct``, never called."""
+class _NdarrayMarker:
+    """The ``numpy.ndarray`` global: an inert marker that only ``_reconstruct`` accepts; it cannot be called."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refused("BUILD (attribute assignment) on numpy.ndarray")
 
     def __repr__(self) -> str:
         return "<numpy.ndarray marker>"
 
 
-_NDARRAY = _NdarrayType()
+_NDARRAY = _NdarrayMarker()
 
 
 class _ModuleToken:
-    """What ``dill._dill._import_module`` returns here: a name, not a module, so nothing is imported."""
+    """What ``dill._dill._import_module`` returns here: a module *name*; nothing is imported."""
+
+    __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __setstate__(self, state: Any) -> None:
-        # dill pickles a module it considers user code with its whole ``__dict__`` as BUILD state ("M1").
+        # dill pickles a module it takes for user code together with its whole ``__dict__`` as BUILD state ("M1").
         raise _Refused(f"module state for {self.name!r} (a pickled module dictionary)")
+
+
+def _make_mapping(*args: Any) -> _HaikuMapping:
+    """``FlatMapping(d)`` / ``frozendict(d)`` / ``OrderedDict()`` (the latter is then filled by SETITEMS)."""
+    if len(args) > 1 or (args and not isinstance(args[0], Mapping)):
+        raise _Refused("a container built from something other than one mapping")
+    return _HaikuMapping(*args)
 
 
 def _check_dtype(dtype: np.dtype) -> np.dtype:
@@ -122,9 +154,9 @@ _NUMPY_RECONSTRUCT: Callable[..., np.ndarray] = np.empty(0).__reduce__()[0]  # t
 
 def _safe_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
     """numpy's ``_reconstruct(ndarray, (0,), b'b')``: an empty array that the following BUILD fills in."""
-    if not (subtype is _NDARRAY or subtype is np.ndarray):
+    if subtype is not _NDARRAY:
         raise _Refused(f"_reconstruct of {subtype!r} (only numpy.ndarray is accepted)")
-    if tuple(shape) != (0,) or typecode not in (b"b", "b"):
+    if not isinstance(shape, tuple) or shape != (0,) or typecode not in (b"b", "b"):
         raise _Refused(f"_reconstruct with shape {shape!r} and type code {typecode!r}")
     return _NUMPY_RECONSTRUCT(np.ndarray, (0,), b"b")
 
@@ -134,7 +166,7 @@ def _safe_scalar(dtype: Any, data: Any) -> np.ndarray:
     if not isinstance(dtype, np.dtype):
         raise _Refused(f"numpy scalar of {dtype!r}")
     _check_dtype(dtype)
-    if isinstance(data, str):  # protocol 2 pickles from Python 2 store the bytes as a latin-1 string
+    if isinstance(data, str):  # protocol 0-2 pickles store the raw bytes as a latin-1 string
         data = data.encode("latin-1")
     if not isinstance(data, bytes) or len(data) != dtype.itemsize:
         raise _Refused("numpy scalar with malformed data")
@@ -142,19 +174,18 @@ def _safe_scalar(dtype: Any, data: Any) -> np.ndarray:
 
 
 def _safe_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-    """numpy's protocol-5 ``_frombuffer(buffer, dtype, shape, order)``."""
-    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype):
-        raise _Refused("_frombuffer without an in-band buffer and a dtype")
+    """numpy's protocol-5 ``_frombuffer(buffer, dtype, shape, order)`` with an in-band buffer."""
+    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or not isinstance(shape, tuple):
+        raise _Refused("_frombuffer without an in-band buffer, a dtype and a shape")
     _check_dtype(dtype)
-    shape = tuple(int(n) for n in shape)
-    if order not in ("C", "F") or int(np.prod(shape)) * dtype.itemsize != len(buffer):
+    if order not in ("C", "F") or math.prod(shape) * dtype.itemsize != len(buffer):
         raise _Refused(f"_frombuffer with shape {shape} and order {order!r} for {len(buffer)} bytes")
     return np.frombuffer(bytearray(buffer), dtype=dtype).reshape(shape, order=order)
 
 
 def _safe_create_array(fun: Any, args: Any, state: Any, extra: Any = None) -> np.ndarray:
     """dill's ``_create_array(f, args, state, npdict)`` and JAX's ``reconstruct_device_array(...)``: plain numpy."""
-    if fun is not _safe_reconstruct:
+    if fun is not _RECONSTRUCT or not isinstance(args, tuple) or len(args) != 3:
         raise _Refused(f"array reconstruction through {fun!r}")
     if extra is not None and not isinstance(extra, dict):
         raise _Refused("array reconstruction with non-dict attributes")
@@ -164,18 +195,15 @@ def _safe_create_array(fun: Any, args: Any, state: Any, extra: Any = None) -> np
 
 
 def _safe_codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    """``_codecs.encode(str, 'latin1')``, how protocol 2 stores ``bytes``."""
+    """``_codecs.encode(str, 'latin1')``: how protocol 2 stores ``bytes``."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise _Refused(f"_codecs.encode with encoding {encoding!r}")
     return text.encode("latin-1")
 
 
-def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
-    """``copyreg._reconstructor`` (protocols 0/1 of a class without ``__reduce__``), for containers only."""
-    if cls not in (_HaikuMapping, collections.OrderedDict) or base is not object or state is not None:
-        raise _Refused(f"copyreg._reconstructor({cls!r}, {base!r}, ...)")
-    return cls()
-
+_RECONSTRUCT = _StandIn("numpy _reconstruct", _safe_reconstruct)
+_SCALAR = _StandIn("numpy scalar", _safe_scalar)
+_FROMBUFFER = _StandIn("numpy _frombuffer", _safe_frombuffer)
 
 # Modules that ``dill._dill._import_module`` may name, and what ``_get_attr`` may fetch from each.
 _MULTIARRAY_MODULES = (
@@ -185,46 +213,51 @@ _MULTIARRAY_MODULES = (
     "numpy._core.multiarray",
 )
 _NUMERIC_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
-_MODULE_ATTRIBUTES: dict[str, dict[str, Callable[..., Any]]] = {
-    **{name: {"_reconstruct": _safe_reconstruct, "scalar": _safe_scalar} for name in _MULTIARRAY_MODULES},
-    **{name: {"_frombuffer": _safe_frombuffer} for name in _NUMERIC_MODULES},
+_MODULE_ATTRIBUTES: dict[str, dict[str, _StandIn]] = {
+    **{name: {"_reconstruct": _RECONSTRUCT, "scalar": _SCALAR} for name in _MULTIARRAY_MODULES},
+    **{name: {"_frombuffer": _FROMBUFFER} for name in _NUMERIC_MODULES},
 }
 
 
 def _safe_import_module(import_name: Any, safe: Any = False) -> _ModuleToken:
     """dill's ``_import_module(name)``: a token for an allowed numpy module; nothing is imported."""
-    if import_name not in _MODULE_ATTRIBUTES:
+    if not isinstance(import_name, str) or import_name not in _MODULE_ATTRIBUTES:
         raise _Refused(f"dill._dill._import_module({import_name!r})")
     return _ModuleToken(import_name)
 
 
-def _safe_get_attr(obj: Any, name: Any) -> Callable[..., Any]:
-    """dill's ``_get_attr(module, name)`` restricted to the numpy functions listed in ``_MODULE_ATTRIBUTES``."""
+def _safe_get_attr(obj: Any, name: Any) -> _StandIn:
+    """dill's ``_get_attr(module, name)`` restricted to the numpy functions listed in ``_MODULE_ATTRIBUTES``.
+
+    dill's own version falls back to ``getattr(builtins, name)``; this one has no fallback.
+    """
     if not isinstance(obj, _ModuleToken):
         raise _Refused(f"dill._dill._get_attr({obj!r}, {name!r}) on something that is not an allowed module")
     allowed = _MODULE_ATTRIBUTES[obj.name]
-    if name not in allowed:
+    if not isinstance(name, str) or name not in allowed:
         raise _Refused(f"dill._dill._get_attr({obj.name}, {name!r})")
     return allowed[name]
 
 
 def _build_allowed_globals() -> dict[tuple[str, str], Any]:
-    allowed: dict[tuple[str, str], Any] = {("collections", "OrderedDict"): collections.OrderedDict}
+    mapping = _StandIn("a Haiku container", _make_mapping)
+    allowed: dict[tuple[str, str], Any] = {("collections", "OrderedDict"): mapping}
     for module in ("haiku._src.data_structures", "haiku.data_structures"):
         for name in ("FlatMapping", "FlatMap", "frozendict"):
-            allowed[(module, name)] = _HaikuMapping
+            allowed[(module, name)] = mapping
     for module in ("dill._dill", "dill.dill"):  # dill < 0.3 lived in ``dill.dill``
-        allowed[(module, "_import_module")] = _safe_import_module
-        allowed[(module, "_get_attr")] = _safe_get_attr
-        allowed[(module, "_create_array")] = _safe_create_array
-    allowed[("jax._src.device_array", "reconstruct_device_array")] = _safe_create_array
+        allowed[(module, "_import_module")] = _StandIn("dill._dill._import_module", _safe_import_module)
+        allowed[(module, "_get_attr")] = _StandIn("dill._dill._get_attr", _safe_get_attr)
+        allowed[(module, "_create_array")] = _StandIn("dill._dill._create_array", _safe_create_array)
+    allowed[("jax._src.device_array", "reconstruct_device_array")] = _StandIn(
+        "jax reconstruct_device_array", _safe_create_array
+    )
     allowed[("numpy", "ndarray")] = _NDARRAY
-    allowed[("numpy", "dtype")] = _safe_dtype
+    allowed[("numpy", "dtype")] = _StandIn("numpy.dtype", _safe_dtype)
     for module, functions in _MODULE_ATTRIBUTES.items():
         for name, function in functions.items():
             allowed[(module, name)] = function
-    allowed[("_codecs", "encode")] = _safe_codecs_encode
-    allowed[("copyreg", "_reconstructor")] = _safe_reconstructor
+    allowed[("_codecs", "encode")] = _StandIn("_codecs.encode", _safe_codecs_encode)
     return allowed
 
 
