@@ -65,7 +65,23 @@ def test_retrieval_metrics_hand_computed():
     assert m["mean_rank"] == pytest.approx(29 / 6)
     assert m["num_queries"] == 6
     chance = retrieval_chance(20)
-    assert chance["R@1"] == 5.0 and chance["R@10"] == 50.0 and chance["median_rank"] == 10.5
+    assert chance["R@1"] == pytest.approx(5.0) and chance["R@10"] == pytest.approx(50.0)
+    assert chance["mean_rank"] == 10.5 and chance["median_rank"] == 10
+
+
+def test_retrieval_chance_matches_simulation():
+    # 12 candidates, 3 of them correct: P(top-1) = 3/12, P(top-5) = 1 - C(9,5)/C(12,5) = 1 - 126/792.
+    chance = retrieval_chance(12, 3, ks=(1, 5))
+    assert chance["R@1"] == pytest.approx(25.0)
+    assert chance["R@5"] == pytest.approx(100 * (1 - 126 / 792))
+    assert chance["mean_rank"] == pytest.approx(13 / 4)
+    rng = np.random.default_rng(0)
+    mask = np.zeros((20000, 12), dtype=bool)
+    mask[:, :3] = True
+    ranks = retrieval_ranks(rng.random((20000, 12)), mask)
+    assert np.mean(ranks <= 5) * 100 == pytest.approx(chance["R@5"], abs=1.0)
+    assert np.mean(ranks) == pytest.approx(chance["mean_rank"], abs=0.05)
+    assert np.median(ranks) == chance["median_rank"]
 
 
 def test_ranks_reject_bad_input():

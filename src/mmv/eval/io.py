@@ -70,8 +70,9 @@ def model_checksum(model: torch.nn.Module) -> str:
         return cached
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        shape = tuple(tensor.shape)
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)  # 1-D: 0-d tensors cannot be viewed as bytes
+        digest.update(f"{name}:{shape}:{tensor.dtype};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     value = digest.hexdigest()[:16]
     model._mmv_checksum = value  # type: ignore[attr-defined]

@@ -96,11 +96,37 @@ def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict
     return out
 
 
-def retrieval_chance(num_candidates: int, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Expected metrics of a random ranking over ``num_candidates`` (one positive per query)."""
-    out: dict[str, float] = {f"R@{k}": 100.0 * min(k, num_candidates) / num_candidates for k in ks}
-    out["median_rank"] = (num_candidates + 1) / 2.0
-    out["mean_rank"] = (num_candidates + 1) / 2.0
+def retrieval_chance(
+    num_candidates: int, num_positives: int | Sequence[int] = 1, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Expected metrics of a uniformly random ranking.
+
+    With P correct candidates among N, the best one lands in the top K with probability
+    ``1 - C(N-P, K) / C(N, K)`` and has mean rank ``(N + 1) / (P + 1)``.
+
+    Args:
+        num_candidates: N.
+        num_positives: P, one value for all queries or one per query.
+        ks: the K of each recall@K.
+
+    Returns:
+        R@K (percent, averaged over queries), ``mean_rank`` (averaged) and ``median_rank`` (the median over
+        queries of each query's median rank).
+    """
+    n = int(num_candidates)
+    positives = np.atleast_1d(np.asarray(num_positives, dtype=np.int64))
+
+    def p_within(k: int, p: int) -> float:
+        # 1 - prod_{i<k} (n - p - i) / (n - i): the chance that none of the first k is correct.
+        miss = np.prod([(n - p - i) / (n - i) for i in range(min(k, n))]) if n - p >= 1 else 0.0
+        return float(1.0 - max(miss, 0.0))
+
+    def median_rank(p: int) -> float:
+        return float(next(r for r in range(1, n + 1) if p_within(r, p) >= 0.5))
+
+    out: dict[str, float] = {f"R@{k}": 100.0 * float(np.mean([p_within(k, p) for p in positives])) for k in ks}
+    out["median_rank"] = float(np.median([median_rank(p) for p in positives]))
+    out["mean_rank"] = float(np.mean((n + 1) / (positives + 1)))
     return out
 
 

@@ -1,0 +1,225 @@
+"""Zero-shot retrieval in the shared spaces: text→video, text→audio (S_vat) and audio→video (S_va).
+
+Text→video is the paper's zero-shot protocol on MSR-VTT (1k-A test split) and YouCook2 (validation segments).
+Text→audio and audio→video test property (iii) of the FAC graph: audio and text meet in S_vat although they were
+never paired in training (audio enters S_vat through the video's va→vat head).
+
+Embeddings (the paper's pipeline per VATT, fact sheet §5.3, unconfirmed for MMV itself): each clip is covered by
+``windows`` evenly spaced windows (default 4); each window is embedded and L2-normalised, the windows are averaged
+and the mean is L2-normalised again. Similarity is the dot product (cosine). Ranks use the explicit tie rule of
+:func:`mmv.eval.metrics.retrieval_ranks` (default pessimistic). Clips whose video cannot be decoded are dropped
+from every direction; clips without an audio track are dropped from the directions that need audio (reported).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from mmv.eval.datasets import CaptionedClip, msrvtt_1ka, youcook2
+from mmv.eval.features import (
+    AudioClipSpec,
+    MediaItem,
+    VideoClipSpec,
+    Windowing,
+    cached_windows,
+    embed_audio,
+    embed_texts,
+    embed_videos,
+    files_key,
+    l2_normalize,
+)
+from mmv.eval.io import FeatureCache, SkipCounter, markdown_table, model_checksum
+from mmv.eval.metrics import retrieval_chance, retrieval_metrics, retrieval_ranks
+
+logger = logging.getLogger(__name__)
+
+DIRECTIONS = ("text->video", "text->audio", "audio->video")
+# (query modality, query space, candidate modality, candidate space) per direction.
+_SPACES = {
+    "text->video": ("text", "vt", "video", "vt"),
+    "text->audio": ("text", "vt", "audio", "vt"),
+    "audio->video": ("audio", "va", "video", "va"),
+}
+
+
+@dataclass
+class RetrievalConfig:
+    """Options of the retrieval evaluation.
+
+    Attributes:
+        spec: frames, fps, resize and crop of a video window (default: 32 frames at 25 fps, 224 crop).
+        windows: evenly spaced windows per clip.
+        audio_rate: sample rate of the audio windows (same span as the video windows).
+        mel_config: a :class:`mmv.data.audio.MelConfig`; None: the paper's settings at ``audio_rate``.
+        ties: ``pessimistic``, ``optimistic`` or ``average`` (see :mod:`mmv.eval.metrics`).
+        match: ``instance`` (a caption's own clip is the only correct one) or ``label`` (every clip with the
+            caption's label is correct; the demo corpus, whose narrations name the class only).
+        batch_size: clips per forward pass.
+        num_workers: decoding processes.
+    """
+
+    spec: VideoClipSpec = field(default_factory=VideoClipSpec)
+    windows: int = 4
+    audio_rate: int = 48000
+    mel_config: Any = None
+    ties: str = "pessimistic"
+    match: str = "instance"
+    batch_size: int = 8
+    num_workers: int = 0
+
+
+def _pooled(windows_features, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(embeddings [N, D] L2-normalised, present [N] bool)`` from cached window features."""
+    pooled = windows_features.pooled(normalize=True)
+    width = pooled.features.shape[1] if pooled.features.ndim == 2 else 0
+    out = np.zeros((num_items, width), dtype=np.float32)
+    present = np.zeros(num_items, dtype=bool)
+    out[pooled.valid] = l2_normalize(pooled.features)
+    present[pooled.valid] = True
+    return out, present
+
+
+def clip_embeddings(
+    model: torch.nn.Module, clips: Sequence[CaptionedClip], cfg: RetrievalConfig, cache: FeatureCache | None,
+    modality: str, space: str, progress: bool, tag: str,
+) -> tuple[np.ndarray, np.ndarray, SkipCounter]:
+    """Window-averaged, normalised clip embeddings of one modality/space; ``present`` marks embedded clips."""
+    items = [MediaItem(c.path, c.start, c.end) for c in clips]
+    windowing = Windowing("even", cfg.windows)
+    options = {"space": space, "windows": cfg.windows, "spec": asdict(cfg.spec), "files": files_key(items)}
+    if modality == "video":
+        compute = lambda: embed_videos(model, items, space=space, spec=cfg.spec, windowing=windowing,  # noqa: E731
+                                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress,
+                                       desc=f"{tag} video ({space})")
+    else:
+        audio_spec = AudioClipSpec(seconds=cfg.spec.seconds, sample_rate=cfg.audio_rate)
+        options.update(audio_rate=cfg.audio_rate, mel=asdict(cfg.mel_config) if cfg.mel_config else None)
+        compute = lambda: embed_audio(model, items, space=space, spec=audio_spec, windowing=windowing,  # noqa: E731
+                                      mel_config=cfg.mel_config, batch_size=cfg.batch_size,
+                                      num_workers=cfg.num_workers, progress=progress, desc=f"{tag} audio ({space})")
+    feats = cached_windows(cache, f"{tag}-{modality}-{space}", options, compute)
+    embeddings, present = _pooled(feats, len(clips))
+    return embeddings, present, feats.skipped
+
+
+def evaluate_retrieval(
+    model: torch.nn.Module,
+    clips: Sequence[CaptionedClip],
+    tokenizer: Callable[[list[str]], Any] | None,
+    *,
+    cfg: RetrievalConfig | None = None,
+    directions: Sequence[str] = DIRECTIONS,
+    labels: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    tag: str = "retrieval",
+) -> dict[str, Any]:
+    """Retrieval metrics for each direction, each beside its chance level.
+
+    Args:
+        model: a frozen MMV model.
+        clips: the test clips with their captions.
+        tokenizer: maps a list of sentences to ``[N, L]`` word ids (needed for text directions).
+        cfg: options.
+        directions: any of ``text->video``, ``text->audio``, ``audio->video``.
+        labels: per-clip labels for ``cfg.match == "label"``.
+        cache_dir: feature cache folder.
+        progress: tqdm bars.
+        tag: cache-file prefix.
+    """
+    cfg = cfg or RetrievalConfig()
+    unknown = set(directions) - set(DIRECTIONS)
+    if unknown:
+        raise ValueError(f"unknown retrieval direction(s) {sorted(unknown)}; choose from {DIRECTIONS}")
+    if not clips:
+        raise ValueError("no clips to evaluate (are the videos present?)")
+    cache = FeatureCache(cache_dir, model_checksum(model))
+    groups = _groups(clips, cfg.match, labels)
+    embedded: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    skipped: dict[str, dict[str, Any]] = {}
+
+    def get(modality: str, space: str) -> tuple[np.ndarray, np.ndarray]:
+        if (modality, space) not in embedded:
+            if modality == "text":
+                if tokenizer is None:
+                    raise ValueError("text retrieval needs a vocabulary (--vocab)")
+                emb = l2_normalize(embed_texts(model, [c.caption for c in clips], tokenizer, space=space))
+                embedded[(modality, space)] = (emb, np.ones(len(clips), dtype=bool))
+            else:
+                emb, present, skips = clip_embeddings(model, clips, cfg, cache, modality, space, progress, tag)
+                skipped.setdefault(modality, skips.as_dict())
+                embedded[(modality, space)] = (emb, present)
+        return embedded[(modality, space)]
+
+    results = {}
+    video_present = get("video", "vt" if any(d.startswith("text->v") for d in directions) else "va")[1]
+    for direction in directions:
+        q_mod, q_space, c_mod, c_space = _SPACES[direction]
+        queries, q_present = get(q_mod, q_space)
+        candidates, c_present = get(c_mod, c_space)
+        keep = q_present & c_present & video_present
+        results[direction] = _score(queries[keep], candidates[keep], groups[keep], cfg.ties)
+        results[direction]["dropped_clips"] = int((~keep).sum())
+    return {"task": "zero-shot retrieval", "num_clips": len(clips), "directions": results,
+            "skipped": skipped, "options": {**asdict(cfg), "mel_config": str(cfg.mel_config)}}
+
+
+def _groups(clips: Sequence[CaptionedClip], match: str, labels: Sequence[int] | None) -> np.ndarray:
+    if match == "instance":
+        return np.arange(len(clips))
+    if match == "label":
+        if labels is None or len(labels) != len(clips):
+            raise ValueError("match='label' needs one label per clip")
+        return np.asarray(labels)
+    raise ValueError(f"match must be 'instance' or 'label', got {match!r}")
+
+
+def _score(queries: np.ndarray, candidates: np.ndarray, groups: np.ndarray, ties: str) -> dict[str, Any]:
+    if len(queries) == 0:
+        return {"num_queries": 0, "note": "no clip has every modality this direction needs"}
+    similarity = queries @ candidates.T
+    positives = groups[:, None] == groups[None, :]
+    ranks = retrieval_ranks(similarity, positives, ties=ties)
+    out = retrieval_metrics(ranks)
+    out["num_candidates"] = int(len(candidates))
+    out["chance"] = retrieval_chance(len(candidates), positives.sum(axis=1))
+    out["ranks"] = ranks.tolist()
+    return out
+
+
+def evaluate_msrvtt(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, **kwargs: Any) -> dict[str, Any]:
+    """MSR-VTT 1k-A test split (``MSRVTT_JSFUSION_test.csv``)."""
+    skipped = SkipCounter()
+    clips = msrvtt_1ka(data_dir, skipped)
+    result = evaluate_retrieval(model, clips, tokenizer, tag="msrvtt", **kwargs)
+    result.update(dataset="msrvtt-1k-A", data=str(data_dir), missing_videos=skipped.as_dict())
+    return result
+
+
+def evaluate_youcook2(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, **kwargs: Any) -> dict[str, Any]:
+    """YouCook2 validation segments (clips cut by their annotated times)."""
+    skipped = SkipCounter()
+    clips = youcook2(data_dir, "validation", skipped)
+    result = evaluate_retrieval(model, clips, tokenizer, tag="youcook2", **kwargs)
+    result.update(dataset="youcook2-val", data=str(data_dir), missing_videos=skipped.as_dict())
+    return result
+
+
+def retrieval_table(result: dict[str, Any]) -> str:
+    """Markdown: one row per direction, chance beneath each."""
+    rows = []
+    for direction, r in result["directions"].items():
+        if not r.get("num_queries"):
+            rows.append([direction, "-", "-", "-", "-", "-", 0])
+            continue
+        rows.append([direction, r["R@1"], r["R@5"], r["R@10"], r["median_rank"], r["mean_rank"], r["num_queries"]])
+        c = r["chance"]
+        rows.append([f"  chance ({r['num_candidates']} candidates)", c["R@1"], c["R@5"], c["R@10"], c["median_rank"],
+                     c["mean_rank"], ""])
+    head = f"### {result['task']}: {result.get('dataset', '')}\n\n"
+    return head + markdown_table(["direction", "R@1", "R@5", "R@10", "MedR", "MeanR", "queries"], rows)
