@@ -52,6 +52,34 @@ _DIRECTIONS = ("joint", "symmetric", "v2x")
 # Gathering across ranks
 # ----------------------------------------------------------------------------------------------------------------
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward returns, to each rank, the sum over ranks of the gradients of its slice.
+
+    Every rank's loss uses every rank's embeddings, so the gradient of the *sum* of the per-rank losses with respect
+    to this rank's embeddings is the sum over ranks of the gathered tensor's gradient, restricted to this slice.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, rank: int, world_size: int) -> Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.batch = rank, tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        import torch.distributed as dist
+
+        # NOTE: an all-reduce of the whole [world_size * B, ...] gradient rather than a reduce-scatter, because
+        # gloo has no reduce-scatter; these are embeddings (a few MB), small next to the model's gradients.
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.batch:(ctx.rank + 1) * ctx.batch], None, None
+
+
 def gather_features(
     *tensors: Tensor | None,
     rank: int,
@@ -60,15 +88,16 @@ def gather_features(
 ) -> tuple[Tensor | None, ...]:
     """Concatenates each tensor over all ranks along dim 0 (rank order), keeping gradients where asked.
 
-    Floating-point tensors are gathered with ``torch.distributed.nn.functional.all_gather`` when
-    ``gather_with_grad`` is True: its backward sums, over ranks, the gradients of every rank's loss with respect to
-    this rank's slice and returns them to this rank, so cross-rank negatives push on the embeddings that made them.
-    Otherwise they are gathered without autograd and this rank's slice is replaced by the local tensor, so only
-    local gradients flow (cheaper, but the gradients no longer equal the single-process ones). Boolean and integer
-    tensors (masks) are gathered without gradients. ``None`` entries are passed through.
+    With ``gather_with_grad`` floating-point tensors go through an all-gather whose backward sums, over ranks, the
+    gradients with respect to this rank's slice and returns them here, so cross-rank negatives push on the
+    embeddings that made them: together with the loss scaling in :func:`nce_loss`, DDP's averaged gradients are
+    then exactly the single-process gradients of the global batch. Without it they are gathered without autograd
+    and this rank's slice is replaced by the local tensor, so only local gradients flow (less communication, but
+    the gradients are no longer the global-batch ones). Boolean and integer tensors (masks) carry no gradient.
+    ``None`` entries are passed through.
 
     Args:
-        *tensors: Tensors of identical shape on every rank (the same batch size B on all ranks).
+        *tensors: Tensors with the same shape on every rank (the same batch size B on all ranks).
         rank: This process's rank.
         world_size: Number of processes; 1 returns the inputs unchanged.
         gather_with_grad: Differentiate through the gather (needed for exact global-batch gradients).
@@ -85,9 +114,7 @@ def gather_features(
         if tensor is None:
             gathered.append(None)
         elif tensor.is_floating_point() and gather_with_grad:
-            from torch.distributed.nn.functional import all_gather
-
-            gathered.append(torch.cat(all_gather(tensor.contiguous()), dim=0))
+            gathered.append(_AllGatherWithGrad.apply(tensor, rank, world_size))
         else:
             # NOTE: gloo has no bool all_gather; masks travel as uint8.
             payload = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.detach()
