@@ -16,6 +16,7 @@ Output keys follow the official model (``vid_embd_toaud`` is the official ``out[
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,10 @@ class MMVConfig:
 
     def __post_init__(self) -> None:
         self.heads = {k: HeadConfig(**v) if isinstance(v, dict) else v for k, v in self.heads.items()}
+        # Backbone arguments are stored as JSON; normalise now (tuples → lists) so a saved config compares equal.
+        self.video_backbone_args = json.loads(json.dumps(self.video_backbone_args))
+        self.audio_backbone_args = json.loads(json.dumps(self.audio_backbone_args))
+        self.text_backbone_args = json.loads(json.dumps(self.text_backbone_args))
         self.modalities = tuple(self.modalities)
         if self.graph not in GRAPHS:
             raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")

@@ -1,0 +1,313 @@
+"""Model behaviour: padding, shift layout, graphs and routing, absent modalities, creation by name, save/load."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmv
+from mmv.convert.haiku import ConversionError, haiku_to_state_dict, leaf_table
+from mmv.models.heads import EmbeddingHead, HeadConfig, parse_head_mode
+from mmv.models.layers import Conv2dSame, Conv3dSame, MaxPoolSame, same_padding
+from mmv.models.tsm_resnet import temporal_shift
+
+torch.set_num_threads(2)
+ALL_KEYS = {"vid_repr", "aud_repr", "txt_repr", "vid_embd_toaud", "vid_embd_totxt", "aud_embd_tovid",
+            "aud_embd_totxt", "txt_embd_tovid", "txt_embd_toaud"}
+
+
+def tiny_inputs(batch: int = 2, frames: int = 4, size: int = 32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    video = torch.rand(batch, frames, size, size, 3, generator=g)
+    audio = torch.randn(batch, 48, 40, generator=g)
+    word_ids = torch.randint(1, 2048, (batch, 16), generator=g)
+    return video, audio, word_ids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 'SAME' padding
+@pytest.mark.parametrize(
+    "size,kernel,stride,expected",
+    [(8, 2, 1, (0, 1)), (32, 4, 1, (1, 2)), (64, 7, 2, (2, 3)), (16, 3, 2, (0, 1)), (15, 3, 2, (1, 1)), (5, 1, 2, (0, 0))],
+)
+def test_same_padding_matches_xla_examples(size, kernel, stride, expected) -> None:
+    # The first four are the worked examples of the official reference README.
+    assert same_padding(size, kernel, stride) == expected
+
+
+def test_conv_same_equals_explicit_tf_formula() -> None:
+    """Brute force: pad by the TF formula written out here, then a 'valid' conv; output size ceil(in / stride)."""
+    torch.manual_seed(0)
+    for size, k, s in [(13, 4, 2), (16, 3, 2), (9, 7, 2), (10, 2, 1)]:
+        conv = Conv2dSame(3, 5, k, s)
+        x = torch.randn(2, 3, size, size + 1)
+        pads = []
+        for n in (size + 1, size):  # last axis first for F.pad
+            out = math.ceil(n / s)
+            total = max((out - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        ref = F.conv2d(F.pad(x, pads), conv.weight, stride=s)
+        torch.testing.assert_close(conv(x), ref)
+        assert conv(x).shape[-2:] == (math.ceil(size / s), math.ceil((size + 1) / s))
+
+
+def test_max_pool_same_never_picks_padding() -> None:
+    x = -torch.rand(1, 1, 5, 6, 6) - 1.0  # all negative: a zero pad would win
+    y = MaxPoolSame((3, 3, 3), (2, 2, 2))(x)
+    assert y.shape[-3:] == (3, 3, 3)
+    assert (y < 0).all()
+    conv = Conv3dSame(1, 1, (2, 4, 4), (1, 1, 1))
+    assert conv(x).shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Temporal shift: the official layout, checked against a loop written from its description
+def test_temporal_shift_official_layout() -> None:
+    b, t, c = 2, 5, 16
+    x = torch.randn(b * t, c, 3, 3)
+    y = temporal_shift(x, t, 0.125).reshape(b, t, c, 3, 3)
+    xr = x.reshape(b, t, c, 3, 3)
+    n = c // 8
+    for bi in range(b):
+        for ti in range(t):
+            for ci in range(c):
+                if ci < n:  # the last n channels of frame t+1
+                    ref = xr[bi, ti + 1, c - n + ci] if ti + 1 < t else torch.zeros(3, 3)
+                elif ci >= c - n:  # the first n channels of frame t-1
+                    ref = xr[bi, ti - 1, ci - (c - n)] if ti >= 1 else torch.zeros(3, 3)
+                else:
+                    ref = xr[bi, ti, ci]
+                torch.testing.assert_close(y[bi, ti, ci], ref)
+
+
+def test_tsm_time_reversal_changes_output() -> None:
+    model = mmv.create_model("mmv_tiny_tsm").eval()
+    video, _, _ = tiny_inputs(frames=6)
+    with torch.no_grad():
+        a = model(video=video)["vid_repr"]
+        b = model(video=video.flip(1))["vid_repr"]
+    assert not torch.allclose(a, b, atol=1e-6), "the shift must make the TSM output depend on frame order"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Heads and graphs
+def test_head_modes() -> None:
+    assert parse_head_mode("linear") == []
+    assert parse_head_mode("mlp@512@128") == [512, 128]
+    for bad in ("mlp", "mlp@", "mlp@x", "conv@3", "mlp@0"):
+        with pytest.raises(ValueError):
+            parse_head_mode(bad)
+    head = EmbeddingHead(10, 4, HeadConfig("mlp@8@6", bn_out=True))
+    assert [m.out_features for m in head.hidden] == [8, 6] and head.proj.bias is None
+    assert head(torch.randn(3, 2, 10)).shape == (3, 2, 4)
+    assert EmbeddingHead(10, 4, HeadConfig("linear")).proj.bias is not None
+
+
+@pytest.mark.parametrize("name", ["mmv_tiny_s3dg", "mmv_tiny_tsm"])
+@pytest.mark.parametrize("graph", ["fac", "shared", "disjoint"])
+def test_tiny_models_forward_backward(name, graph) -> None:
+    model = mmv.create_model(name, graph=graph)
+    video, audio, word_ids = tiny_inputs(batch=3)
+    out = model(video=video, audio=audio, word_ids=word_ids)
+    expected = ALL_KEYS - ({"aud_embd_totxt", "txt_embd_toaud"} if graph != "shared" else set())
+    assert set(out) == expected  # training mode, no audio-text heads in the tiny models
+    loss = sum(v.float().pow(2).mean() for v in out.values())
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+    assert model.text_backbone.embed.weight.grad is None  # frozen word embeddings
+
+
+def test_graph_spaces_and_shapes() -> None:
+    video, audio, word_ids = tiny_inputs()
+    for graph in ("fac", "shared", "disjoint"):
+        model = mmv.create_model("mmv_tiny_s3dg", graph=graph).eval()
+        with torch.no_grad():
+            out = model(video=video, audio=audio, word_ids=word_ids)
+        va, vt = model.cfg.va_dim, model.cfg.vt_dim
+        if graph == "shared":
+            assert out["vid_embd_toaud"] is out["vid_embd_totxt"] and out["vid_embd_totxt"].shape == (2, vt)
+            assert out["aud_embd_tovid"] is out["aud_embd_totxt"]
+            assert out["txt_embd_tovid"] is out["txt_embd_toaud"]
+        else:
+            assert out["vid_embd_toaud"].shape == (2, va) and out["vid_embd_totxt"].shape == (2, vt)
+        if graph == "disjoint":
+            assert "aud_embd_totxt" not in out and "txt_embd_toaud" not in out  # property iii fails
+        if graph == "fac":
+            assert out["aud_embd_totxt"].shape == (2, vt)  # audio reaches S_vat at inference
+
+
+def test_fac_routes_audio_through_video_head_at_inference() -> None:
+    """FAC: aud_embd_totxt = vis_embd(relu(aud_embd_tovid)), the video's va→vat head, in eval mode."""
+    model = mmv.create_model("mmv_tiny_s3dg").eval()
+    _, audio, _ = tiny_inputs()
+    with torch.no_grad():
+        out = model(audio=audio)
+        ref = model.heads["vis_embd"](torch.relu(out["aud_embd_tovid"]))
+        vid = model(video=tiny_inputs()[0])
+        ref_v = model.heads["vis_embd"](torch.relu(vid["vid_embd_toaud"]))
+    torch.testing.assert_close(out["aud_embd_totxt"], ref)
+    torch.testing.assert_close(vid["vid_embd_totxt"], ref_v)
+
+
+def test_fac_training_mode_keeps_video_bn_statistics() -> None:
+    model = mmv.create_model("mmv_tiny_s3dg", audio_text_heads=True).train()
+    _, audio, _ = tiny_inputs()
+    before = model.heads["vis_embd"].bn_out.running_mean.clone()
+    out = model(audio=audio)
+    assert torch.equal(model.heads["vis_embd"].bn_out.running_mean, before)
+    assert out["aud_embd_totxt"].shape[-1] == model.cfg.at_dim  # from audio2txt_embd, as the official graph
+
+
+def test_absent_modalities_return_only_computable_outputs() -> None:
+    model = mmv.create_model("mmv_tiny_s3dg").eval()
+    video, audio, word_ids = tiny_inputs()
+    with torch.no_grad():
+        assert set(model(video=video)) == {"vid_repr", "vid_embd_toaud", "vid_embd_totxt"}
+        assert set(model(audio=audio)) == {"aud_repr", "aud_embd_tovid", "aud_embd_totxt"}
+        assert set(model(word_ids=word_ids)) == {"txt_repr", "txt_embd_tovid"}
+        assert model() == {}
+        full = model(video=video, audio=audio, word_ids=word_ids)
+        # Each output depends only on its own modality.
+        torch.testing.assert_close(model(video=video)["vid_embd_totxt"], full["vid_embd_totxt"])
+
+
+def test_two_modality_models() -> None:
+    va = mmv.create_model("mmv_tiny_s3dg", modalities=("video", "audio"))
+    vt = mmv.create_model("mmv_tiny_s3dg", modalities=("video", "text"))
+    assert va.text_backbone is None and vt.audio_backbone is None
+    video, audio, word_ids = tiny_inputs()
+    assert "vid_embd_toaud" in va(video=video, audio=audio) and "vid_embd_totxt" not in va(video=video)
+    out = vt.eval()(video=video, word_ids=word_ids)
+    assert out["vid_embd_totxt"].shape == out["txt_embd_tovid"].shape
+    with pytest.raises(ValueError, match="no audio branch"):
+        vt(audio=audio)
+
+
+def test_multiple_narrations_per_clip() -> None:
+    model = mmv.create_model("mmv_tiny_s3dg").eval()
+    ids = torch.randint(1, 2048, (2, 5, 16))
+    with torch.no_grad():
+        out = model(word_ids=ids)
+        single = model(word_ids=ids[:, 3])
+    assert out["txt_embd_tovid"].shape == (2, 5, model.cfg.vt_dim)
+    torch.testing.assert_close(out["txt_embd_tovid"][:, 3], single["txt_embd_tovid"])
+
+
+def test_audio_accepts_trailing_channel_and_rejects_bad_shapes() -> None:
+    model = mmv.create_model("mmv_tiny_s3dg").eval()
+    _, audio, _ = tiny_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio=audio)["aud_repr"], model(audio=audio[..., None])["aud_repr"])
+    with pytest.raises(ValueError, match="log-mel"):
+        model(audio=audio[:, None, :, :, None])
+    with pytest.raises(ValueError, match="deflate"):
+        model(video=torch.rand(2, 32, 32, 3))
+    with pytest.raises(ValueError, match="even T, H and W"):
+        model(video=torch.rand(2, 3, 32, 32, 3))
+
+
+def test_encode_spaces() -> None:
+    model = mmv.create_model("mmv_tiny_s3dg").eval()
+    video, audio, word_ids = tiny_inputs()
+    with torch.no_grad():
+        full = model(video=video, audio=audio, word_ids=word_ids)
+        torch.testing.assert_close(model.encode_video(video, "va"), full["vid_embd_toaud"])
+        torch.testing.assert_close(model.encode_video(video, "vat"), full["vid_embd_totxt"])
+        torch.testing.assert_close(model.encode_audio(audio, "vt"), full["aud_embd_totxt"])
+        torch.testing.assert_close(model.encode_text(word_ids), full["txt_embd_tovid"])
+        torch.testing.assert_close(model.encode_video(video, "repr"), full["vid_repr"])
+    with pytest.raises(ValueError, match="no 'txt_embd_toaud'"):
+        model.encode_text(word_ids, "va")
+    with pytest.raises(ValueError, match="space"):
+        model.encode_video(video, "xyz")
+
+
+def test_registry_and_config_errors() -> None:
+    assert {"mmv_fac_s3dg", "mmv_fac_tsm_resnet50", "mmv_fac_tsm_resnet50x2"} <= set(mmv.list_models())
+    assert mmv.list_models("mmv_tiny*") == ["mmv_tiny_s3dg", "mmv_tiny_tsm"]
+    with pytest.raises(ValueError, match="unknown model"):
+        mmv.create_model("nope")
+    with pytest.raises(ValueError, match="graph"):
+        mmv.create_model("mmv_tiny_s3dg", graph="star")
+    with pytest.raises(ValueError, match="unknown MMVConfig fields"):
+        mmv.create_model("mmv_tiny_s3dg", grpah="fac")
+
+
+def test_paper_parameter_counts() -> None:
+    """Table 2 of the paper: S3D-G 9.1M, TSM-50 23.5M, TSM-50x2 93.9M; audio ResNet50 23.5M."""
+    expected = {"mmv_fac_s3dg": 9.1e6, "mmv_fac_tsm_resnet50": 23.5e6, "mmv_fac_tsm_resnet50x2": 93.9e6}
+    for name, n in expected.items():
+        with torch.device("meta"):
+            counts = mmv.create_model(name).parameter_counts()
+        assert abs(counts["video_backbone"] - n) < 0.05e6, name
+        assert abs(counts["audio_backbone"] - 23.5e6) < 0.05e6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our format and the name tables
+@pytest.mark.parametrize("form", ["dir", "file"])
+def test_save_load_roundtrip(tmp_path, form) -> None:
+    model = mmv.create_model("mmv_tiny_tsm", graph="disjoint").eval()
+    with torch.no_grad():  # make BN statistics non-trivial so that they are checked too
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.1, 0.1)
+    path = tmp_path / ("m" if form == "dir" else "m.safetensors")
+    mmv.save(model, path)
+    loaded = mmv.load(path)
+    assert loaded.cfg == model.cfg and not loaded.training
+    video, audio, word_ids = tiny_inputs()
+    with torch.no_grad():
+        a, b = model(video=video, audio=audio, word_ids=word_ids), loaded(video=video, audio=audio, word_ids=word_ids)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_load_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        mmv.load(tmp_path / "nope")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        mmv.load(bad)
+
+
+def test_haiku_table_is_a_bijection_and_errors_list_keys() -> None:
+    model = mmv.create_model("mmv_tiny_s3dg", audio_text_heads=True)
+    table = leaf_table(model)
+    refs = [ref.collection + ":" + ref.key for ref in table.values()]
+    assert len(refs) == len(set(refs))  # no two tensors read the same leaf
+    # A Haiku tree made from the model itself converts back exactly (the inverse of the layouts).
+    params: dict = {}
+    state: dict = {}
+    sd = model.state_dict()
+    for key, ref in table.items():
+        t = sd[key].numpy()
+        if ref.layout == "conv":
+            n = t.ndim
+            t = np.transpose(t, (*range(2, n), 1, 0))
+        elif ref.layout == "linear":
+            t = t.T
+        elif ref.layout == "conv1d_k1":
+            t = t.T[None]
+        (params if ref.collection == "params" else state).setdefault(ref.module, {})[ref.leaf] = t
+    converted = haiku_to_state_dict(model, params, state)
+    for key in table:
+        assert torch.equal(converted[key], sd[key]), key
+    # Missing, unexpected and wrongly shaped leaves are all listed.
+    first = next(iter(params))
+    leaf = next(iter(params[first]))
+    broken = {m: dict(v) for m, v in params.items()}
+    del broken[first][leaf]
+    broken["text_audio_video/extra_module"] = {"w": np.zeros(3)}
+    with pytest.raises(ConversionError, match=r"1 missing.*1 unexpected.*extra_module"):
+        haiku_to_state_dict(model, broken, state)
+    wrong = {m: dict(v) for m, v in params.items()}
+    wrong[first][leaf] = np.zeros((1, 2, 3))
+    with pytest.raises(ConversionError, match="wrong shape"):
+        haiku_to_state_dict(model, wrong, state)
