@@ -146,7 +146,6 @@ def hash_mismatches(params: Tree, state: Tree, tree: dict[str, Any]) -> list[str
     return bad
 
 
-@functools.lru_cache(maxsize=None)
 def make_official_params(tree_json_path: str | Path, verify: bool = True) -> tuple[Tree, Tree]:
     """Rebuild all ``params`` and ``state`` leaves of a reference tree, in Haiku's layout.
 
@@ -163,7 +162,13 @@ def make_official_params(tree_json_path: str | Path, verify: bool = True) -> tup
     Raises:
         ValueError: a leaf's kind or digest disagrees with the tree.
     """
-    tree = load_tree(str(tree_json_path))
+    # NOTE: one cache entry per file, whether it is named by a str or a Path, relative or absolute.
+    return _make_official_params(str(Path(tree_json_path).resolve()), verify)
+
+
+@functools.lru_cache(maxsize=None)
+def _make_official_params(tree_json_path: str, verify: bool) -> tuple[Tree, Tree]:
+    tree = load_tree(tree_json_path)
     params: Tree = {}
     state: Tree = {}
     for leaf in tree["leaves"]:

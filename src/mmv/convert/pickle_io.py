@@ -102,6 +102,9 @@ class _NdarrayMarker:
 
     __slots__ = ()
 
+    def __call__(self, *args: Any) -> Any:
+        raise _Refused("a call of numpy.ndarray (arrays are only rebuilt through _reconstruct)")
+
     def __setstate__(self, state: Any) -> None:
         raise _Refused("BUILD (attribute assignment) on numpy.ndarray")
 
@@ -363,7 +366,7 @@ def load_released_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     source = os.fspath(path)
     with open(source, "rb") as f:
-        _check_header(source, f.read(2))
+        _check_header(source, f.read(8))
         f.seek(0)
         raw = _unpickle(f, source)
     checkpoint = _to_plain(raw)
