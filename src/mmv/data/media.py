@@ -1,0 +1,584 @@
+"""Video and audio decoding with PyAV: probe a file, decode one clip by seeking to it.
+
+A clip is ``num_frames`` frames sampled at ``fps`` from ``start`` seconds, plus the audio of the same span (mono,
+resampled, zero-padded past the end of the file). Decoding seeks to the keyframe before the clip and decodes forward,
+so the cost of a clip does not depend on where it lies in the file.
+
+Timing rules (see ``docs/data_decoding.md``):
+
+* Times are seconds from the start of the container (its ``start_time``), the timeline that ``probe``'s duration uses.
+* Frame ``i`` is the frame *displayed* at ``start + i / fps``: the last frame whose presentation time is ``<=`` that
+  instant (with a 1 ms tolerance that absorbs millisecond-rounded timestamps in Matroska/WebM). This handles odd and
+  variable frame rates without assuming a constant rate. Instants before the first frame take the first frame;
+  instants after the last frame repeat the last frame.
+* The audio span is ``[start, start + num_frames / fps)``, exactly ``round(num_frames / fps * audio_rate)`` samples.
+
+Threading: decoders run single-threaded by default (``threads=1``). FFmpeg's frame threading inside forked DataLoader
+workers is a known source of hangs, and it gives little for clip-sized decodes; parallelism comes from the workers.
+Every container is closed in a ``finally`` block, so repeated calls do not accumulate memory or file handles.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import av
+import numpy as np
+import torch
+
+__all__ = [
+    "Clip",
+    "MediaError",
+    "MediaInfo",
+    "decode_clip",
+    "evenly_spaced_starts",
+    "probe",
+    "random_start",
+    "sliding_starts",
+]
+
+# NOTE: Matroska/WebM store timestamps in milliseconds, so a 29.97 fps frame can be stamped up to 0.5 ms later than
+# its true time. A frame counts as displayed at t when its time is <= t + this tolerance.
+_TIME_TOLERANCE = 1e-3
+# Audio is decoded this far (seconds) past the clip: frame times rounded to milliseconds must not cut it short.
+_AUDIO_MARGIN = 0.05
+# Audio decoding starts this far (seconds) before the clip: transform codecs (AAC, Vorbis, Opus) need the previous
+# frame to reconstruct the next one (overlapped transforms), so the first frame after a seek is not usable.
+_AUDIO_PREROLL = 0.25
+# How far past the last decodable frame a clip may start before the file is declared truncated (seconds).
+_TRUNCATION_SLACK = 1.0
+# File signatures of the containers FFmpeg reads; a file that starts with one but cannot be opened is truncated or
+# damaged, anything else is not a media file at all.
+_CONTAINER_MAGIC = (
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM (EBML)
+    (0, b"RIFF"),  # AVI, WAV
+    (0, b"OggS"),
+    (0, b"fLaC"),
+    (0, b"ID3"),  # MP3 with an ID3 tag
+    (0, b"FLV"),
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"\x30\x26\xb2\x75"),  # ASF / WMV
+    (4, b"ftyp"),  # MP4 / MOV / M4A / 3GP
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+)
+
+
+class MediaError(Exception):
+    """A media file that cannot be used, with a short machine-readable reason.
+
+    Datasets catch this error to skip the file and count it by ``reason``.
+
+    Attributes:
+        path: The offending file.
+        reason: A short code: ``missing``, ``empty``, ``not_media``, ``truncated``, ``no_video``, ``decode_error`` or
+            ``too_short``.
+        detail: A human-readable description of the problem.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail} [{reason}]")
+
+    def __reduce__(self):  # keeps the attributes when the error crosses a DataLoader worker boundary
+        return (type(self), (self.path, self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ``probe`` learns from a file's headers (nothing is decoded).
+
+    Attributes:
+        duration: Seconds, from the container (or the longest stream when the container does not say).
+        has_video: Whether there is a video stream (cover art / attached pictures do not count).
+        has_audio: Whether there is an audio stream.
+        fps: Average frame rate of the video stream; None without video or when the file does not say.
+        width: Frame width in pixels; None without video.
+        height: Frame height in pixels; None without video.
+        audio_sample_rate: Samples per second of the audio stream; None without audio.
+        num_audio_channels: Channels of the audio stream; None without audio.
+    """
+
+    duration: float
+    has_video: bool
+    has_audio: bool
+    fps: float | None
+    width: int | None
+    height: int | None
+    audio_sample_rate: int | None
+    num_audio_channels: int | None
+
+
+@dataclass
+class Clip:
+    """A decoded clip.
+
+    Attributes:
+        frames: ``[T, H, W, 3]`` uint8 RGB.
+        audio: ``[S]`` float32 mono waveform in [-1, 1] at the requested rate, or None (no audio track, or audio not
+            requested).
+        start: Start of the clip in seconds.
+        end: End of the clip in seconds (``start + T / fps``).
+        has_audio: Whether the file has an audio track.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray | None
+    start: float
+    end: float
+    has_audio: bool
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Reads a media file's stream information without decoding it.
+
+    Args:
+        path: A video or audio file.
+
+    Returns:
+        The file's ``MediaInfo``.
+
+    Raises:
+        MediaError: The file is missing, empty, not a media file, or damaged beyond opening.
+    """
+    container = _open(path)
+    try:
+        video = _video_stream(container)
+        audio = _audio_stream(container)
+        if video is None and audio is None:
+            raise MediaError(path, "not_media", "the file has neither a video nor an audio stream")
+        fps = None
+        if video is not None:
+            rate = video.average_rate or video.guessed_rate
+            fps = float(rate) if rate else None
+        return MediaInfo(
+            duration=_duration(container, path),
+            has_video=video is not None,
+            has_audio=audio is not None,
+            fps=fps,
+            width=video.codec_context.width if video is not None else None,
+            height=video.codec_context.height if video is not None else None,
+            audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+            num_audio_channels=audio.codec_context.channels if audio is not None else None,
+        )
+    finally:
+        container.close()
+
+
+def decode_clip(
+    path: str | os.PathLike,
+    start: float,
+    num_frames: int,
+    fps: float,
+    *,
+    with_audio: bool = True,
+    audio_rate: int = 48000,
+    short_side: int | None = None,
+    threads: int = 1,
+) -> Clip:
+    """Decodes ``num_frames`` frames at ``fps`` from ``start`` seconds, and the audio of the same span.
+
+    Seeks to the keyframe before ``start`` and decodes forward only as far as the clip needs.
+
+    Args:
+        path: A video file.
+        start: Clip start in seconds (>= 0, before the end of the file).
+        num_frames: Number of frames T.
+        fps: Sampling rate of the clip's frames (independent of the file's frame rate).
+        with_audio: Whether to decode the audio span.
+        audio_rate: Output sample rate of the audio.
+        short_side: If given, frames are resized while decoding so that their shorter side has this many pixels
+            (aspect ratio kept), which saves memory for large videos.
+        threads: Decoder threads per stream. Keep 1 inside DataLoader workers (see the module docstring).
+
+    Returns:
+        The ``Clip``. Frames past the end of the video repeat its last frame; audio past the end is zeros.
+
+    Raises:
+        MediaError: The file is unusable (reasons as in ``MediaError``); ``too_short`` when ``start`` is at or past
+            the end of the file.
+        ValueError: An argument is out of range.
+    """
+    _check_clip_args(start, num_frames, fps, audio_rate, short_side, threads)
+    container = _open(path)
+    try:
+        video = _video_stream(container)
+        if video is None:
+            raise MediaError(path, "no_video", "the file has no video stream")
+        duration = _duration(container, path)
+        if start >= duration:
+            raise MediaError(path, "too_short", f"clip start {start:.3f} s is at or past the end ({duration:.3f} s)")
+        origin = _origin(container)
+        _configure_decoder(video, threads)
+        targets = [origin + start + i / fps for i in range(num_frames)]
+        size = _output_size(video.codec_context.width, video.codec_context.height, short_side)
+        frames = _read_video(container, video, targets, size, duration + origin, path)
+        audio_stream = _audio_stream(container)
+        audio = None
+        if with_audio and audio_stream is not None:
+            _configure_decoder(audio_stream, threads)
+            num_samples = round(num_frames / fps * audio_rate)
+            audio = _read_audio(container, audio_stream, origin + start, num_samples, audio_rate)
+        return Clip(frames, audio, start, start + num_frames / fps, audio_stream is not None)
+    except av.error.FFmpegError as err:
+        raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
+    finally:
+        container.close()
+
+
+def evenly_spaced_starts(duration: float, clip_duration: float, n: int) -> list[float]:
+    """Start times of ``n`` evenly spaced clips covering a video, for evaluation.
+
+    The first clip starts at 0 and the last one ends at the end of the video; a single clip is centred. A video
+    shorter than a clip gives ``n`` starts at 0 (the decoder pads the clip).
+
+    Args:
+        duration: Video duration in seconds.
+        clip_duration: Clip duration in seconds.
+        n: Number of clips.
+
+    Returns:
+        ``n`` start times in seconds, non-decreasing.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    last_start = max(0.0, duration - clip_duration)
+    if n == 1:
+        return [last_start / 2]
+    return [last_start * i / (n - 1) for i in range(n)]
+
+
+def sliding_starts(duration: float, clip_duration: float, stride: float) -> list[float]:
+    """Start times of clips every ``stride`` seconds that fit entirely inside the video.
+
+    Args:
+        duration: Video duration in seconds.
+        clip_duration: Clip duration in seconds.
+        stride: Seconds between consecutive starts.
+
+    Returns:
+        ``[0, stride, 2 * stride, ...]`` up to the last start whose clip ends within the video; ``[0.0]`` when the
+        video is shorter than one clip.
+    """
+    if stride <= 0:
+        raise ValueError(f"stride must be > 0, got {stride}")
+    last_start = duration - clip_duration
+    # NOTE: the tolerance keeps a start whose clip ends exactly at the end despite float rounding.
+    count = math.floor(last_start / stride + 1e-9) + 1 if last_start >= 0 else 1
+    return [i * stride for i in range(count)]
+
+
+def random_start(duration: float, clip_duration: float, generator: torch.Generator | None = None) -> float:
+    """A start time drawn uniformly so that the clip fits in the video (0 when it cannot fit), for training.
+
+    Args:
+        duration: Video duration in seconds.
+        clip_duration: Clip duration in seconds.
+        generator: Source of randomness (seed it for determinism); torch's global one when None.
+
+    Returns:
+        A start time in seconds.
+    """
+    fraction = torch.rand((), generator=generator, dtype=torch.float64).item()
+    return fraction * max(0.0, duration - clip_duration)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Opening and stream information.
+
+
+def _check_clip_args(start: float, num_frames: int, fps: float, audio_rate: int, short_side: int | None,
+                     threads: int) -> None:
+    if not (start >= 0 and math.isfinite(start)):
+        raise ValueError(f"start must be a finite number >= 0, got {start}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if audio_rate < 1:
+        raise ValueError(f"audio_rate must be >= 1, got {audio_rate}")
+    if short_side is not None and short_side < 1:
+        raise ValueError(f"short_side must be >= 1, got {short_side}")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: FFmpeg's choice), got {threads}")
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    """Opens a file for reading, turning every failure into a ``MediaError`` with a reason."""
+    if not os.path.exists(path):
+        raise MediaError(path, "missing", "no such file")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MediaError(path, "empty", "the file is empty (0 bytes)")
+    try:
+        return av.open(os.fspath(path), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError) as err:
+        if _has_container_signature(path):
+            raise MediaError(path, "truncated", f"a media container that cannot be opened: {err}") from err
+        raise MediaError(path, "not_media", f"not a media file FFmpeg can read: {err}") from err
+
+
+def _has_container_signature(path: str | os.PathLike) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    if len(head) >= 1 and head[0] == 0x47 and _is_mpeg_ts(path):
+        return True
+    return any(head[offset:offset + len(magic)] == magic for offset, magic in _CONTAINER_MAGIC)
+
+
+def _is_mpeg_ts(path: str | os.PathLike) -> bool:
+    """MPEG-TS has a sync byte 0x47 every 188 bytes."""
+    with open(path, "rb") as f:
+        head = f.read(188 * 3 + 1)
+    return len(head) > 188 * 2 and all(head[i] == 0x47 for i in (0, 188, 376))
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first video stream that is real video (not cover art stored as an attached picture)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    return container.streams.audio[0] if container.streams.audio else None
+
+
+def _origin(container: av.container.InputContainer) -> float:
+    """Presentation time (seconds) of the container's start: clip times are measured from it."""
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
+
+
+def _duration(container: av.container.InputContainer, path: str | os.PathLike) -> float:
+    """Duration in seconds from the headers; scans packet timestamps (no decoding) when no header says."""
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    stream_ends = [
+        float((stream.start_time or 0) * stream.time_base + stream.duration * stream.time_base)
+        for stream in container.streams
+        if stream.duration and stream.time_base
+    ]
+    if stream_ends:
+        return max(stream_ends) - _origin(container)
+    end = _scan_end_time(container)
+    if end is None:
+        raise MediaError(path, "decode_error", "no packet carries a timestamp; the duration is unknown")
+    container.seek(0)
+    return end - _origin(container)
+
+
+def _scan_end_time(container: av.container.InputContainer) -> float | None:
+    end = None
+    for packet in container.demux():
+        if packet.pts is not None and packet.time_base is not None:
+            packet_end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            end = float(packet_end) if end is None else max(end, float(packet_end))
+    return end
+
+
+def _configure_decoder(stream: av.stream.Stream, threads: int) -> None:
+    # NOTE: one thread avoids FFmpeg's thread pools inside forked DataLoader workers (a known hang) and the latency
+    # of frame threading, which buffers several frames before returning the first.
+    stream.codec_context.thread_count = threads
+    stream.codec_context.thread_type = "SLICE" if threads == 1 else "AUTO"
+
+
+def _output_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:
+    """(width, height) with the shorter side scaled to ``short_side``; None keeps the decoded size."""
+    if short_side is None or min(width, height) == short_side:
+        return None
+    # Long side rounded down, as DMVR's resize_smallest (and mmv.data.transforms.resize_short_side) do.
+    if width <= height:
+        return short_side, max(short_side, height * short_side // width)
+    return max(short_side, width * short_side // height), short_side
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Video.
+
+
+def _seek(container: av.container.InputContainer, stream: av.stream.Stream, time: float) -> None:
+    """Seeks to the last keyframe at or before ``time`` (seconds), or to the start of the file."""
+    origin = _origin(container)
+    if time <= origin:
+        container.seek(container.start_time or 0)  # AV_TIME_BASE units, whole-file seek
+        return
+    container.seek(int(math.floor(time / stream.time_base)), stream=stream, backward=True, any_frame=False)
+
+
+def _frame_time(frame: av.frame.Frame, previous_time: float | None, step: float) -> float:
+    if frame.pts is not None and frame.time_base is not None:
+        return float(frame.pts * frame.time_base)
+    # Some streams (e.g. raw elementary streams) leave pts unset: assume a constant step.
+    return 0.0 if previous_time is None else previous_time + step
+
+
+def _decoded_frames(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yields (presentation time, frame) in increasing time from the current position, skipping out-of-order ones."""
+    rate = stream.average_rate or stream.guessed_rate or 25
+    step = 1.0 / float(rate)
+    last_time = None
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            time = _frame_time(frame, last_time, step)
+            if last_time is not None and time <= last_time:
+                continue  # a duplicate or out-of-order timestamp would break the "last frame <= t" rule
+            last_time = time
+            yield time, frame
+
+
+class _FrameSelector:
+    """Assigns decoded frames to target instants: target t gets the last frame whose time is <= t."""
+
+    def __init__(self, targets: list[float], size: tuple[int, int] | None) -> None:
+        self.targets = targets
+        self.size = size
+        self.selected: list[np.ndarray] = []
+        self.previous: tuple[float, av.VideoFrame] | None = None
+        self.previous_array: np.ndarray | None = None
+        self.num_decoded = 0
+        self.padded = False  # whether the stream ended before the last target
+        self.first_time: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.selected) == len(self.targets)
+
+    def push(self, time: float, frame: av.VideoFrame) -> None:
+        self.num_decoded += 1
+        if self.first_time is None:
+            self.first_time = time
+        while not self.done and self.targets[len(self.selected)] + _TIME_TOLERANCE < time:
+            # The target lies before this frame: the previous frame (or this one, when none came earlier) shows.
+            self.selected.append(self._previous_as_array() if self.previous is not None else self._to_array(frame))
+        self.previous = (time, frame)
+        self.previous_array = None
+
+    def finish(self) -> None:
+        """At the end of the stream the last frame stays on screen."""
+        self.padded = not self.done
+        while not self.done and self.previous is not None:
+            self.selected.append(self._previous_as_array())
+
+    def _previous_as_array(self) -> np.ndarray:
+        if self.previous_array is None:  # convert once, even when the frame fills several targets
+            self.previous_array = self._to_array(self.previous[1])
+        return self.previous_array
+
+    def _to_array(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.size is None:
+            return frame.to_ndarray(format="rgb24")
+        width, height = self.size
+        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+
+
+def _select_frames(container: av.container.InputContainer, stream: av.stream.Stream, targets: list[float],
+                   size: tuple[int, int] | None, seek_time: float) -> _FrameSelector:
+    """Seeks to ``seek_time`` and decodes forward until every target has its frame (or the stream ends)."""
+    _seek(container, stream, seek_time)
+    selector = _FrameSelector(targets, size)
+    for time, frame in _decoded_frames(container, stream):
+        selector.push(time, frame)
+        if selector.done:
+            break
+    selector.finish()
+    return selector
+
+
+def _read_video(container: av.container.InputContainer, stream: av.stream.Stream, targets: list[float],
+                size: tuple[int, int] | None, end_time: float, path: str | os.PathLike) -> np.ndarray:
+    """Decodes the frames displayed at ``targets`` (absolute seconds) as a ``[T, H, W, 3]`` uint8 array."""
+    origin = _origin(container)
+    back_off = 0.0
+    while True:
+        seek_time = targets[0] - back_off
+        selector = _select_frames(container, stream, targets, size, seek_time)
+        at_file_start = seek_time <= origin
+        if selector.first_time is not None and (selector.first_time <= targets[0] + _TIME_TOLERANCE or at_file_start):
+            break
+        if selector.first_time is None and at_file_start:
+            raise MediaError(path, "decode_error", "no video frame could be decoded")
+        # The demuxer landed after the clip start (imprecise index, or no frames there): seek further back.
+        back_off = max(1.0, 2 * back_off)
+    last_time = selector.previous[0]
+    if selector.padded and end_time > last_time + _TRUNCATION_SLACK:
+        # Padding is for clips that run past the true end; here the data stops well before the claimed end.
+        raise MediaError(
+            path, "truncated",
+            f"video data ends at {last_time - origin:.2f} s but the file claims {end_time - origin:.2f} s; "
+            f"the clip at {targets[0] - origin:.2f}-{targets[-1] - origin:.2f} s is missing",
+        )
+    return np.stack(selector.selected)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Audio.
+
+
+def _read_audio(container: av.container.InputContainer, stream: av.stream.Stream, start: float, num_samples: int,
+                rate: int) -> np.ndarray:
+    """Decodes ``num_samples`` mono samples at ``rate`` from ``start`` (absolute seconds); zeros where none exist."""
+    origin = _origin(container)
+    back_off = _AUDIO_PREROLL
+    while True:
+        seek_time = start - back_off
+        end_time = start + num_samples / rate + _AUDIO_MARGIN
+        first_time, samples = _decode_audio_from(container, stream, seek_time, end_time, rate)
+        # NOTE: no tolerance here, unlike video: a first sample even 1 ms late would leave a gap of silence.
+        if first_time is None or first_time <= start or seek_time <= origin:
+            break
+        back_off *= 2  # the demuxer landed after the clip start: seek further back
+    out = np.zeros(num_samples, dtype=np.float32)
+    if first_time is None:
+        return out  # no audio at all from here on: silence
+    offset = round((start - first_time) * rate)  # index in `samples` of the clip's first sample
+    src_begin, dst_begin = max(offset, 0), max(-offset, 0)
+    count = max(0, min(len(samples) - src_begin, num_samples - dst_begin))
+    out[dst_begin:dst_begin + count] = samples[src_begin:src_begin + count]
+    return np.clip(out, -1.0, 1.0)
+
+
+def _seek_audio(container: av.container.InputContainer, stream: av.stream.Stream, time: float) -> None:
+    try:
+        # NOTE: in MP4 a seek to a time before the first packet (even a negative one) lands on the first packet, AAC
+        # priming included, which a seek to 0 would skip (the first frame would then decode without its overlap).
+        container.seek(math.floor(time / stream.time_base), stream=stream, backward=True, any_frame=False)
+    except av.error.FFmpegError:
+        if time > _origin(container):
+            raise
+        _seek(container, stream, time)  # some demuxers (AVI) refuse timestamps before the start
+
+
+def _decode_audio_from(container: av.container.InputContainer, stream: av.stream.Stream, seek_time: float,
+                       end_time: float, rate: int) -> tuple[float | None, np.ndarray]:
+    """Decodes from the seek point until ``end_time``; returns the first sample's time and mono float32 samples."""
+    _seek_audio(container, stream, seek_time)
+    # NOTE: the resampler keeps the channel layout; channels are averaged below so that mono = mean of channels
+    # whatever FFmpeg's downmix matrix would do.
+    resampler = av.AudioResampler(format="fltp", layout=None, rate=rate)
+    chunks: list[np.ndarray] = []
+    first_time = None
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            if frame.pts is None and first_time is None:
+                continue  # cannot place this frame in time
+            if first_time is None:
+                first_time = float(frame.pts * frame.time_base)
+            chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
+            if frame.pts is not None and float(frame.pts * frame.time_base) + frame.samples / frame.sample_rate >= end_time:
+                break
+        else:
+            continue
+        break
+    chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    return first_time, samples

@@ -1,0 +1,248 @@
+"""Video transforms on ``[T, H, W, 3]`` clips: resize, crops, flip, colour jitter, and the MMV training/eval pipeline.
+
+Functions are pure: randomness comes from an explicit ``torch.Generator``, so a seeded generator gives the same clip
+every time. The same random parameters apply to every frame of a clip (a crop or colour change that flickered over
+time would be a different kind of augmentation).
+
+Defaults follow DMVR, which the released MMV evaluation uses (paper fact sheet §1.3): short side resized to 224, crop
+200, random horizontal flip, and DMVR's ``color_default_augm`` (applied with probability 0.8: brightness ±32/255,
+saturation ×[0.6, 1.4], contrast ×[0.6, 1.4], hue ±0.2, in that order, then clipped to [0, 1]). Those colour values
+are the ones VATT states it took from MMV; MMV's own values are unconfirmed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "VideoTransform",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "center_crop",
+    "color_jitter",
+    "horizontal_flip",
+    "hsv_to_rgb",
+    "random_crop",
+    "resize_short_side",
+    "rgb_to_hsv",
+    "to_float",
+]
+
+
+def _as_tensor(video: np.ndarray | torch.Tensor) -> torch.Tensor:
+    video = torch.as_tensor(video)
+    if video.dim() != 4 or video.shape[-1] != 3:
+        raise ValueError(f"expected a [T, H, W, 3] clip, got shape {tuple(video.shape)}")
+    return video
+
+
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64).item()
+
+
+def to_float(video: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 in [0, 255] to float32 in [0, 1]; float input is returned as float32 unchanged."""
+    video = _as_tensor(video)
+    if video.dtype == torch.uint8:
+        return video.to(torch.float32) / 255.0
+    return video.to(torch.float32)
+
+
+def resize_short_side(video: np.ndarray | torch.Tensor, size: int, *, antialias: bool = True) -> torch.Tensor:
+    """Bilinear resize so that ``min(H, W) == size``, keeping the aspect ratio (long side rounded down).
+
+    A clip whose short side already equals ``size`` is returned as is (as DMVR's ``resize_smallest``).
+
+    Args:
+        video: ``[T, H, W, 3]`` uint8 or float.
+        size: Target length of the shorter side.
+        antialias: Low-pass before downscaling (DMVR's TensorFlow resize does not; it aliases on large downscales).
+
+    Returns:
+        ``[T, H', W', 3]`` of the input's dtype (uint8 results are rounded).
+    """
+    video = _as_tensor(video)
+    height, width = video.shape[1:3]
+    if min(height, width) == size:
+        return video
+    if height <= width:
+        out_h, out_w = size, max(size, width * size // height)
+    else:
+        out_h, out_w = max(size, height * size // width), size
+    x = video.permute(0, 3, 1, 2)  # [T, 3, H, W]
+    x = x.float() if video.dtype == torch.uint8 else x
+    x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=antialias)
+    if video.dtype == torch.uint8:
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous()  # [T, H', W', 3]
+
+
+def _crop_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _check_fits(video: torch.Tensor, height: int, width: int) -> None:
+    if video.shape[1] < height or video.shape[2] < width:
+        raise ValueError(f"cannot crop {height}x{width} from frames of {video.shape[1]}x{video.shape[2]}")
+
+
+def center_crop(video: np.ndarray | torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """The central ``size`` (or ``(height, width)``) window of every frame; offsets rounded down like TF's."""
+    video = _as_tensor(video)
+    height, width = _crop_size(size)
+    _check_fits(video, height, width)
+    top, left = (video.shape[1] - height) // 2, (video.shape[2] - width) // 2
+    return video[:, top:top + height, left:left + width]
+
+
+def random_crop(video: np.ndarray | torch.Tensor, size: int | tuple[int, int],
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """A window at a uniformly random position, the same for every frame."""
+    video = _as_tensor(video)
+    height, width = _crop_size(size)
+    _check_fits(video, height, width)
+    top = int(torch.randint(video.shape[1] - height + 1, (), generator=generator))
+    left = int(torch.randint(video.shape[2] - width + 1, (), generator=generator))
+    return video[:, top:top + height, left:left + width]
+
+
+def horizontal_flip(video: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Mirrors every frame left to right."""
+    return _as_tensor(video).flip(2)
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """``[..., 3]`` RGB to HSV, all in [0, 1] (hue as a fraction of the circle), as ``tf.image.rgb_to_hsv``."""
+    r, g, b = rgb.unbind(-1)
+    value, _ = rgb.max(-1)
+    minimum, _ = rgb.min(-1)
+    chroma = value - minimum
+    saturation = torch.where(value > 0, chroma / value.where(value > 0, torch.ones_like(value)), torch.zeros_like(value))
+    safe_chroma = chroma.where(chroma > 0, torch.ones_like(chroma))
+    hue = torch.where(value == r, (g - b) / safe_chroma,
+                      torch.where(value == g, 2.0 + (b - r) / safe_chroma, 4.0 + (r - g) / safe_chroma))
+    hue = torch.where(chroma > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    return torch.stack([hue, saturation, value], dim=-1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``rgb_to_hsv``."""
+    hue, saturation, value = hsv.unbind(-1)
+    # Standard formula: channel n takes v - v*s*clamp(min(k, 4 - k), 0, 1), with k = (n + 6h) mod 6.
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = (n + hue * 6.0) % 6.0
+        channels.append(value - value * saturation * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(channels, dim=-1)
+
+
+def adjust_brightness(video: torch.Tensor, delta: float) -> torch.Tensor:
+    """Adds ``delta`` to every value (``tf.image.adjust_brightness``; no clipping)."""
+    return video + delta
+
+
+def adjust_contrast(video: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scales each frame's channels about their spatial mean (``tf.image.adjust_contrast``, per frame)."""
+    mean = video.mean(dim=(-3, -2), keepdim=True)  # [T, 1, 1, 3]
+    return (video - mean) * factor + mean
+
+
+def adjust_saturation(video: torch.Tensor, factor: float) -> torch.Tensor:
+    """Multiplies HSV saturation by ``factor``, clipped to [0, 1] (``tf.image.adjust_saturation``)."""
+    hsv = rgb_to_hsv(video)
+    hsv = torch.stack([hsv[..., 0], (hsv[..., 1] * factor).clamp(0.0, 1.0), hsv[..., 2]], dim=-1)
+    return hsv_to_rgb(hsv)
+
+
+def adjust_hue(video: torch.Tensor, delta: float) -> torch.Tensor:
+    """Rotates hue by ``delta`` (a fraction of the colour circle) (``tf.image.adjust_hue``)."""
+    hsv = rgb_to_hsv(video)
+    hsv = torch.stack([(hsv[..., 0] + delta) % 1.0, hsv[..., 1], hsv[..., 2]], dim=-1)
+    return hsv_to_rgb(hsv)
+
+
+def color_jitter(video: torch.Tensor, generator: torch.Generator | None = None, *, brightness: float = 32 / 255,
+                 saturation: float = 0.4, contrast: float = 0.4, hue: float = 0.2) -> torch.Tensor:
+    """DMVR's colour augmentation: random brightness, saturation, contrast and hue, in that order, then clip.
+
+    Args:
+        video: ``[T, H, W, 3]`` float in [0, 1].
+        generator: Source of randomness.
+        brightness: Brightness delta drawn from ``[-brightness, brightness]``.
+        saturation: Saturation factor drawn from ``[1 - saturation, 1 + saturation]``.
+        contrast: Contrast factor drawn from ``[1 - contrast, 1 + contrast]``.
+        hue: Hue delta drawn from ``[-hue, hue]``.
+
+    Returns:
+        The jittered clip, clipped to [0, 1]; one draw of each parameter for the whole clip.
+    """
+    if not video.is_floating_point():
+        raise TypeError("color_jitter expects a float clip in [0, 1]; convert with to_float first")
+    video = adjust_brightness(video, _uniform(generator, -brightness, brightness))
+    video = adjust_saturation(video, _uniform(generator, 1 - saturation, 1 + saturation))
+    video = adjust_contrast(video, _uniform(generator, 1 - contrast, 1 + contrast))
+    video = adjust_hue(video, _uniform(generator, -hue, hue))
+    return video.clamp(0.0, 1.0)
+
+
+class VideoTransform:
+    """MMV's clip pipeline: uint8 ``[T, H, W, 3]`` in, float32 ``[T, crop, crop, 3]`` in [0, 1] out.
+
+    Training: resize the short side to ``min_resize`` (optionally scale-jittered), random crop, random horizontal
+    flip, colour jitter (with probability ``color_jitter_prob``). Evaluation: resize and centre crop.
+
+    Args:
+        train: Training (random) or evaluation (deterministic) pipeline.
+        crop_size: Output height and width (200 for MMV training; 224 in some evaluations).
+        min_resize: Short side after resizing, before cropping.
+        flip: Random horizontal flip with probability 1/2 (training only).
+        color_jitter: Colour augmentation (training only).
+        color_jitter_prob: Probability of applying the colour augmentation to a clip (DMVR: 0.8).
+        scale_jitter: ``(low, high)``: multiply the resized short side by a factor drawn from this range (training
+            only; the paper lists scale jitter but not its range, so it is off by default; DMVR uses (0.8, 1.2)).
+            The short side never drops below ``crop_size``.
+    """
+
+    def __init__(self, train: bool, crop_size: int = 200, min_resize: int = 224, flip: bool = True,
+                 color_jitter: bool = True, color_jitter_prob: float = 0.8,
+                 scale_jitter: tuple[float, float] | None = None) -> None:
+        if crop_size > min_resize:
+            raise ValueError(f"crop_size ({crop_size}) must not exceed min_resize ({min_resize})")
+        if not 0.0 <= color_jitter_prob <= 1.0:
+            raise ValueError(f"color_jitter_prob must be in [0, 1], got {color_jitter_prob}")
+        self.train = train
+        self.crop_size = crop_size
+        self.min_resize = min_resize
+        self.flip = flip
+        self.color_jitter = color_jitter
+        self.color_jitter_prob = color_jitter_prob
+        self.scale_jitter = scale_jitter
+
+    def __call__(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Transforms one clip; ``generator`` makes the training pipeline deterministic."""
+        video = _as_tensor(clip)
+        if not self.train:
+            video = resize_short_side(video, self.min_resize)
+            return to_float(center_crop(video, self.crop_size)).contiguous()
+        video = resize_short_side(video, self._short_side(generator))
+        video = to_float(random_crop(video, self.crop_size, generator))
+        flip_coin, color_coin = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+        if self.flip and flip_coin < 0.5:
+            video = horizontal_flip(video)
+        if self.color_jitter and color_coin < self.color_jitter_prob:
+            video = color_jitter(video, generator)
+        return video.contiguous()
+
+    def _short_side(self, generator: torch.Generator | None) -> int:
+        if self.scale_jitter is None:
+            return self.min_resize
+        factor = _uniform(generator, *self.scale_jitter)
+        return max(self.crop_size, round(self.min_resize * factor))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(train={self.train}, crop_size={self.crop_size}, min_resize={self.min_resize}, "
+                f"flip={self.flip}, color_jitter={self.color_jitter}, color_jitter_prob={self.color_jitter_prob}, "
+                f"scale_jitter={self.scale_jitter})")
