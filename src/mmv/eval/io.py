@@ -48,6 +48,15 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write, suffix=".npz")
 
 
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """``np.save`` of one array through a temp file."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    atomic_write(path, write, suffix=".npy")
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -177,3 +186,28 @@ def write_report(out_dir: str | Path, name: str, result: Mapping[str, Any], tabl
     atomic_write_json(json_path, result)
     atomic_write_text(md_path, table.rstrip() + "\n")
     return json_path, md_path
+
+
+def resolve_model(spec: str, device: str = "cpu") -> torch.nn.Module:
+    """A saved model (directory or ``.safetensors``) or, failing that, a registered architecture name.
+
+    A registered name gives randomly initialised weights, which is useful only for smoke tests.
+    """
+    import mmv
+
+    if Path(spec).exists():
+        return mmv.load(spec, map_location=device).eval()
+    if spec in mmv.list_models():
+        logger.warning("%s is an architecture name: evaluating RANDOM weights (give a saved model path)", spec)
+        return mmv.create_model(spec).to(device).eval()
+    raise FileNotFoundError(f"{spec}: neither a saved model nor a registered architecture (see 'mmv info --list')")
+
+
+def load_tokenizer(vocab: str | Path | None) -> Any:
+    """A callable ``list[str] -> [N, L] int64 word ids`` from a vocabulary file (``mmv vocab``), or None."""
+    if vocab is None:
+        return None
+    from mmv.data.tokenizer import Tokenizer, Vocabulary
+
+    tokenizer = Tokenizer(Vocabulary.load(vocab))
+    return lambda sentences: np.asarray(tokenizer.batch(sentences), dtype=np.int64)

@@ -160,11 +160,17 @@ def evaluate_retrieval(
     video_present = get("video", "vt" if any(d.startswith("text->v") for d in directions) else "va")[1]
     for direction in directions:
         q_mod, q_space, c_mod, c_space = _SPACES[direction]
-        queries, q_present = get(q_mod, q_space)
-        candidates, c_present = get(c_mod, c_space)
+        try:
+            queries, q_present = get(q_mod, q_space)
+            candidates, c_present = get(c_mod, c_space)
+        except ValueError as err:  # e.g. a Disjoint model has no audio output in the text space
+            logger.warning("%s: not available for this model (%s)", direction, err)
+            results[direction] = {"num_queries": 0, "note": f"not available for this model: {err}"}
+            continue
         keep = q_present & c_present & video_present
         results[direction] = _score(queries[keep], candidates[keep], groups[keep], cfg.ties)
         results[direction]["dropped_clips"] = int((~keep).sum())
+        results[direction]["clip_index"] = np.flatnonzero(keep).tolist()  # the clip of each query/candidate
     return {"task": "zero-shot retrieval", "num_clips": len(clips), "directions": results,
             "skipped": skipped, "options": {**asdict(cfg), "mel_config": str(cfg.mel_config)}}
 

@@ -1,0 +1,290 @@
+"""Every protocol on the demo corpus (``mmv demo-data``), each beside its chance level.
+
+Tasks, all on the held-out ``test`` videos (classifiers trained on ``train``):
+
+* ``video_probe``: linear probe of the class (digit) on ``vid_repr`` (augmented training passes, window-averaged
+  test features), the UCF101 protocol in miniature;
+* ``audio_probe``: linear probe of the class on ``aud_repr`` (videos with an audio track);
+* ``attribute_video_va`` / ``attribute_audio_va``: linear probe of the fine-grained attribute (motion direction /
+  pitch glide, never narrated) from the S_va embeddings of video and of audio;
+* ``text_to_video`` / ``text_to_audio``: zero-shot retrieval in S_vat; a query is a test video's narration (on-topic
+  narrations only) and every test clip of the same class counts as correct (the narrations name the class only);
+* ``image_deflated`` (+ ``image_naive``, ``image_video``): classification of single frames (each video's middle
+  frame) through the deflated network with BN γ/β trained on training frames, beside naive deflation and the
+  video network on static clips.
+
+Use it in-process: ``evaluate_demo(model, data_dir, cfg=DemoEvalConfig(...)) -> dict``; ``mmv eval demo`` wraps it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_folds
+from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
+from mmv.eval.features import AudioClipSpec, MediaItem, VideoClipSpec
+from mmv.eval.io import FeatureCache, SkipCounter, atomic_write, markdown_table, model_checksum
+from mmv.eval.linear_probe import VideoProbeConfig, fit_and_score, split_features
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoEvalConfig:
+    """Clip settings should match the ones the model was trained with (``mmv demo`` passes its own).
+
+    Attributes:
+        num_frames, fps, crop: video windows (crop = the corpus frame size by default: no resizing).
+        train_passes: augmented passes for the video probes.
+        test_windows: windows per test clip (probes and retrieval).
+        audio_seconds: audio window (default: the video window's span).
+        sample_rate: audio rate (default: the corpus's).
+        mel_config: a :class:`mmv.data.audio.MelConfig` (default: the paper's, scaled to ``sample_rate``).
+        deflation_epochs: passes over the training frames when training the deflated BN γ/β.
+        batch_size: clips per forward pass.
+    """
+
+    num_frames: int = 16
+    fps: float | None = None
+    crop: int | None = None
+    train_passes: int = 3
+    test_windows: int = 4
+    audio_seconds: float | None = None
+    sample_rate: int | None = None
+    mel_config: Any = None
+    deflation_epochs: int = 3
+    batch_size: int = 16
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_manifest(data_dir: Path, split: str) -> list[dict[str, Any]]:
+    """Records of ``<split>/manifest.jsonl`` with ``path`` (and ``caption_path``) made absolute."""
+    manifest = data_dir / split / "manifest.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: not a demo corpus (run 'mmv demo-data {data_dir}')")
+    records = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            record["path"] = data_dir / split / record["video"]
+            record["caption_path"] = data_dir / split / record["caption"] if record.get("caption") else None
+            records.append(record)
+    return records
+
+
+_TIMING = re.compile(r"-->")
+
+
+def caption_text(path: Path | None) -> str:
+    """All cue texts of a WebVTT file joined by spaces (timing lines, header and cue ids dropped)."""
+    if path is None or not path.is_file():
+        return ""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    cues = [ln.strip() for ln in lines if ln.strip() and not _TIMING.search(ln) and not ln.startswith("WEBVTT")
+            and not ln.strip().isdigit() and not ln.startswith("NOTE")]
+    return " ".join(cues)
+
+
+def _settings(data_dir: Path, cfg: DemoEvalConfig) -> tuple[VideoClipSpec, AudioClipSpec, dict[str, Any]]:
+    from mmv.data.demo_corpus import read_corpus
+
+    corpus = read_corpus(data_dir)
+    params = corpus["parameters"]["config"]
+    fps = cfg.fps or float(params["fps"])
+    crop = cfg.crop or int(params["size"])
+    spec = VideoClipSpec(cfg.num_frames, fps, crop, crop)
+    audio = AudioClipSpec(cfg.audio_seconds or spec.seconds, cfg.sample_rate or int(params["sample_rate"]))
+    return spec, audio, corpus
+
+
+def evaluate_demo(
+    model: torch.nn.Module,
+    data_dir: str | Path,
+    *,
+    cfg: DemoEvalConfig | None = None,
+    tokenizer: Callable[[list[str]], Any] | None = None,
+    vocab: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Runs every demo task; returns ``{"tasks": {name: {"metric", "value", "chance", ...}}, ...}``.
+
+    Args:
+        model: the trained (frozen) MMV model.
+        data_dir: a demo corpus folder.
+        cfg: clip settings (match training).
+        tokenizer: ``list[str] -> [N, L]`` word ids; or give ``vocab`` (a vocabulary file). Without either, the
+            text tasks are skipped.
+        cache_dir: feature cache (None: no cache).
+        seed: seed of random windows and classifier selection.
+        progress: tqdm bars.
+    """
+    from mmv.eval.io import load_tokenizer
+
+    cfg = cfg or DemoEvalConfig()
+    data_dir = Path(data_dir)
+    spec, audio_spec, corpus = _settings(data_dir, cfg)
+    train, test = read_manifest(data_dir, "train"), read_manifest(data_dir, "test")
+    tokenizer = tokenizer or load_tokenizer(vocab)
+    cache = FeatureCache(cache_dir, model_checksum(model))
+    ctx = _Context(model, cfg, spec, audio_spec, cache, seed, progress)
+    num_classes, num_attributes = len(corpus["class_names"]), len(corpus["attribute_names"])
+    tasks: dict[str, Any] = {}
+    tasks["video_probe"] = ctx.video_probe(train, test, "label", "repr", num_classes)
+    tasks["attribute_video_va"] = ctx.video_probe(train, test, "attribute", "va", num_attributes)
+    if "audio" in model.cfg.modalities:
+        tasks["audio_probe"] = ctx.audio_probe(train, test, "label", "repr", num_classes)
+        tasks["attribute_audio_va"] = ctx.audio_probe(train, test, "attribute", "va", num_attributes)
+    if "text" in model.cfg.modalities:
+        if tokenizer is None:
+            logger.warning("no tokenizer or vocabulary: skipping the text retrieval tasks")
+        else:
+            tasks.update(ctx.retrieval(test, tokenizer))
+    tasks.update(ctx.images(train, test, cache_dir, num_classes))
+    return {"task": "demo", "data": str(data_dir), "tasks": tasks,
+            "options": {**asdict(cfg), "mel_config": str(cfg.mel_config), "spec": asdict(spec),
+                        "audio": asdict(audio_spec), "seed": seed}}
+
+
+@dataclass
+class _Context:
+    model: torch.nn.Module
+    cfg: DemoEvalConfig
+    spec: VideoClipSpec
+    audio_spec: AudioClipSpec
+    cache: FeatureCache
+    seed: int
+    progress: bool
+
+    def video_probe(self, train, test, key: str, space: str, num_classes: int) -> dict[str, Any]:
+        split = ClassificationSplit("demo", [], [LabeledFile(r["path"], r[key]) for r in train],
+                                    [LabeledFile(r["path"], r[key]) for r in test])
+        probe_cfg = VideoProbeConfig(spec=self.spec, train_passes=self.cfg.train_passes,
+                                     test_windows=self.cfg.test_windows, space=space,
+                                     batch_size=self.cfg.batch_size, seed=self.seed)
+        tx, ty, vx, vy, skipped = split_features(self.model, split, probe_cfg, self.cache, self.progress,
+                                                 tag="demo-video")
+        groups = np.tile(np.arange(len(tx) // probe_cfg.train_passes), probe_cfg.train_passes)
+        result = fit_and_score(tx, ty, vx, vy, C=None, seed=self.seed, groups=groups)
+        return _task(f"{key} from video {space}", "top-1 %", result["top1"], 100.0 / num_classes, result, skipped)
+
+    def audio_probe(self, train, test, key: str, space: str, num_classes: int) -> dict[str, Any]:
+        records = [r for r in train if r.get("has_audio", True)]
+        num_train = len(records)
+        records += [r for r in test if r.get("has_audio", True)]
+        probe_cfg = AudioProbeConfig(spec=self.audio_spec, windows=self.cfg.test_windows, space=space,
+                                     mel_config=self.cfg.mel_config, batch_size=self.cfg.batch_size, seed=self.seed)
+        feats = audio_window_features(self.model, [r["path"] for r in records], probe_cfg, self.cache,
+                                      self.progress, f"demo-{space}")
+        labels = np.array([r[key] for r in records])
+        folds = (np.arange(len(records)) >= num_train).astype(np.int64)
+        result = probe_folds(feats.rows, feats.owner, labels, folds, probe_cfg, test_folds=[1])["fold1"]
+        return _task(f"{key} from audio {space}", "top-1 %", result["top1"], 100.0 / num_classes, result,
+                     feats.skipped)
+
+    def retrieval(self, test, tokenizer) -> dict[str, Any]:
+        from mmv.eval.retrieval import RetrievalConfig, evaluate_retrieval
+
+        queries = [r for r in test if r.get("text_kind") == "on_topic" and caption_text(r["caption_path"])]
+        clips = [CaptionedClip(r["path"], caption_text(r["caption_path"]), r["video"]) for r in test]
+        directions = ["text->video"] + (["text->audio"] if "audio" in self.model.cfg.modalities else [])
+        rcfg = RetrievalConfig(spec=self.spec, windows=self.cfg.test_windows, audio_rate=self.audio_spec.sample_rate,
+                               mel_config=self.cfg.mel_config, match="label", batch_size=self.cfg.batch_size)
+        # Captions of every test clip are embedded, but only on-topic ones are queries (see _demo_ranks).
+        result = evaluate_retrieval(self.model, clips, tokenizer, cfg=rcfg, directions=directions,
+                                    labels=[r["label"] for r in test], cache_dir=self.cache.directory,
+                                    progress=self.progress, tag="demo-retrieval")
+        keep = {r["video"] for r in queries}
+        out = {}
+        for direction in directions:
+            r = _restrict_queries(result["directions"][direction], clips, keep)
+            name = "text_to_video" if direction == "text->video" else "text_to_audio"
+            out[name] = {"metric": "R@1 %", "value": r["R@1"], "chance": r["chance"]["R@1"], **r}
+        return out
+
+    def images(self, train, test, cache_dir, num_classes: int) -> dict[str, Any]:
+        from mmv.eval.deflation import DeflationConfig, train_deflated_bn
+        from mmv.eval.images import ImageEvalConfig, build_variants, _features
+
+        frames_dir = Path(cache_dir or self.cache.directory or Path.cwd() / ".mmv_demo_frames") / "demo_frames"
+        train_paths, test_paths = _middle_frames(train, frames_dir / "train"), _middle_frames(test, frames_dir / "test")
+        crop = self.spec.crop_size
+        deflation = train_deflated_bn(self.model, [p for p in train_paths if p is not None],
+                                      DeflationConfig(num_frames=self.spec.num_frames, size=crop, crop=crop,
+                                                      epochs=self.cfg.deflation_epochs, seed=self.seed),
+                                      progress=self.progress)
+        icfg = ImageEvalConfig(size=crop, crop=crop, static_frames=self.spec.num_frames, seed=self.seed,
+                               batch_size=self.cfg.batch_size)
+        out = {}
+        names = {"trained": "image_deflated", "naive": "image_naive", "video": "image_video"}
+        for variant, (net, frames) in build_variants(self.model, ("trained", "naive", "video"),
+                                                     deflation.model).items():
+            frames = icfg.static_frames if frames == -1 else frames
+            tr = _features(net, frames, [p for p in train_paths if p], icfg, self.cache.directory,
+                           f"demo-frames-train-{variant}", self.progress)
+            te = _features(net, frames, [p for p in test_paths if p], icfg, self.cache.directory,
+                           f"demo-frames-test-{variant}", self.progress)
+            ty = np.array([r["label"] for r, p in zip(train, train_paths) if p])[tr.valid]
+            vy = np.array([r["label"] for r, p in zip(test, test_paths) if p])[te.valid]
+            result = fit_and_score(tr.features, ty, te.features, vy, C=None, seed=self.seed)
+            out[names[variant]] = _task(f"class from frames ({variant})", "top-1 %", result["top1"],
+                                        100.0 / num_classes, result, te.skipped)
+        out["image_deflated"]["deflation_l1"] = {"naive": deflation.l1_naive, "trained": deflation.l1_trained}
+        return out
+
+
+def _restrict_queries(result: dict[str, Any], clips: list[CaptionedClip], keep: set[str]) -> dict[str, Any]:
+    """Recomputes the metrics over on-topic queries only (off-topic narrations cannot name the class)."""
+    from mmv.eval.metrics import retrieval_metrics
+
+    if not result.get("num_queries"):
+        return {**result, "R@1": float("nan"), "chance": {"R@1": float("nan")}}
+    ranks = np.asarray(result["ranks"])
+    mask = np.array([clips[i].key in keep for i in result["clip_index"]], dtype=bool)
+    if not mask.any():
+        return {**result, "R@1": float("nan"), "num_queries": 0}
+    return {**result, **retrieval_metrics(ranks[mask]), "ranks": ranks[mask].tolist(),
+            "query_clip_index": np.asarray(result["clip_index"])[mask].tolist()}
+
+
+def _middle_frames(records: list[dict[str, Any]], folder: Path) -> list[Path | None]:
+    """Writes each video's middle frame as a PNG (once) and returns the paths (None: undecodable video)."""
+    from PIL import Image
+
+    from mmv.data.media import MediaError, decode_clip, probe
+
+    paths: list[Path | None] = []
+    for record in records:
+        target = folder / (Path(record["video"]).stem + ".png")
+        if not target.exists():
+            try:
+                clip = decode_clip(record["path"], probe(record["path"]).duration / 2, 1, 1.0, with_audio=False)
+            except MediaError as err:
+                logger.warning("skipping %s: %s", record["path"], err.reason)
+                paths.append(None)
+                continue
+            atomic_write(target, lambda tmp: Image.fromarray(clip.frames[0]).save(tmp, format="PNG"), suffix=".png")
+        paths.append(target)
+    return paths
+
+
+def _task(what: str, metric: str, value: float, chance: float, detail: dict[str, Any],
+          skipped: SkipCounter) -> dict[str, Any]:
+    return {"what": what, "metric": metric, "value": value, "chance": chance, "margin": value - chance,
+            "detail": detail, "skipped": skipped.as_dict()}
+
+
+def demo_table(result: dict[str, Any]) -> str:
+    """Markdown: task, metric, value, chance, margin."""
+    rows = [[name, t.get("what", name), t["metric"], t["value"], t["chance"], t["value"] - t["chance"]]
+            for name, t in result["tasks"].items()]
+    return "### demo corpus evaluation (held-out videos)\n\n" + markdown_table(
+        ["task", "what", "metric", "value", "chance", "margin"], rows)
