@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmv import losses
 from mmv.losses import MMVLoss, _bag_logsumexp, mil_nce_loss, nce_loss
 
 DIRECTIONS = ("joint", "symmetric", "v2x")
@@ -265,3 +266,17 @@ def test_missing_model_output_is_named():
     video, audio, *_ = make_batch()
     with pytest.raises(ValueError, match="txt_embd_tovid"):
         MMVLoss()(vid_embd_toaud=video, aud_embd_tovid=audio, vid_embd_totxt=video)
+
+
+def test_chunked_kernel_gives_the_same_values_and_gradients(monkeypatch):
+    """Small chunks (several per call, uneven last one) against one chunk."""
+    video, _, text, text_mask, _ = make_batch(batch=9, num_texts=3, dim=4, seed=9)
+    v_one, t_one = leaves(video, text)
+    v_many, t_many = leaves(video, text)
+    one = mil_nce_loss(v_one, t_one, text_mask, temperature=TAU)
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 2 * 9 * 3)  # two query rows per chunk
+    many = mil_nce_loss(v_many, t_many, text_mask, temperature=TAU)
+    torch.autograd.backward([one, many])
+    torch.testing.assert_close(many, one, rtol=1e-12, atol=0)
+    torch.testing.assert_close(v_many.grad, v_one.grad, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(t_many.grad, t_one.grad, rtol=1e-12, atol=1e-15)

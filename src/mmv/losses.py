@@ -132,27 +132,33 @@ def gather_features(
 # log sum_k exp(q_m . b_nk / tau) over the valid members of each bag, in O(M x N) memory
 # ----------------------------------------------------------------------------------------------------------------
 
+# Rows of queries per chunk are chosen so that one chunk of scores holds at most this many elements (32 MiB in
+# float32): the memory of the loss is then bounded whatever the batch, at the price of a Python loop over chunks.
+_CHUNK_ELEMENTS = 2**23
+
+
+def _row_chunks(num_rows: int, row_elements: int) -> list[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(row_elements, 1))
+    return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
+
+
 class _BagLogSumExp(torch.autograd.Function):
     """``out[m, n] = log sum_{k: mask[n, k]} exp(queries[m] . bags[n, k] * scale)``; -inf for an empty bag.
 
-    The [M, N, K] score tensor is never held in memory: the forward pass accumulates a running (max, sum) over the
-    K bag members, and the backward pass recomputes one [M, N] slice of scores per member. Memory is O(M x N)
-    where a vectorised implementation needs several [M, N, K] tensors (it also saves them for backward).
+    The full ``[M, N, K]`` score tensor is never held: scores are made for a chunk of query rows at a time, reduced
+    over K, and recomputed chunk by chunk in backward. Memory is the ``[M, N]`` output plus one bounded chunk,
+    where autograd through a vectorised version keeps several ``[M, N, K]`` tensors alive for backward.
     """
 
     @staticmethod
     def forward(ctx, queries: Tensor, bags: Tensor, bag_mask: Tensor, scale: float) -> Tensor:
-        run_max = queries.new_full((queries.shape[0], bags.shape[0]), float("-inf"))  # [M, N]
-        run_sum = torch.zeros_like(run_max)  # sum_k exp(score_k - shift), [M, N]
-        shift = torch.zeros_like(run_max)
-        for k in range(bags.shape[1]):
-            scores = (queries @ bags[:, k].T).mul_(scale).masked_fill_(~bag_mask[:, k], float("-inf"))  # [M, N]
-            new_max = torch.maximum(run_max, scores)
-            # NOTE: while a bag has no valid member its max is -inf; shift by 0 there to avoid (-inf) - (-inf).
-            new_shift = new_max.masked_fill(new_max == float("-inf"), 0.0)
-            run_sum.mul_(torch.exp(shift - new_shift)).add_(torch.exp(scores - new_shift))
-            run_max, shift = new_max, new_shift
-        out = run_sum.log_().add_(shift)
+        num_bags, bag_size, dim = bags.shape
+        flat_bags = bags.reshape(num_bags * bag_size, dim)
+        scaled_queries = queries * scale  # scaling [M, D] rather than every [c, N, K] chunk
+        out = queries.new_empty(queries.shape[0], num_bags)  # [M, N]
+        for rows in _row_chunks(queries.shape[0], num_bags * bag_size):
+            scores = (scaled_queries[rows] @ flat_bags.T).view(-1, num_bags, bag_size)  # [c, N, K]
+            out[rows] = torch.logsumexp(scores.masked_fill_(~bag_mask, float("-inf")), dim=2)
         ctx.scale = scale
         ctx.save_for_backward(queries, bags, bag_mask, out)
         return out
@@ -161,20 +167,24 @@ class _BagLogSumExp(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         queries, bags, bag_mask, out = ctx.saved_tensors
-        scale = ctx.scale
-        out_finite = out.masked_fill(out == float("-inf"), 0.0)  # empty bags get zero weights below
-        grad_queries = torch.zeros_like(queries) if ctx.needs_input_grad[0] else None
-        grad_bags = torch.zeros_like(bags) if ctx.needs_input_grad[1] else None
-        for k in range(bags.shape[1]):
-            scores = (queries @ bags[:, k].T).mul_(scale)  # [M, N]
-            # d out / d score_k = softmax weight of member k within its bag
-            weights = torch.exp(scores.sub_(out_finite)).masked_fill_(~bag_mask[:, k], 0.0)
-            grad_scores = weights.mul_(grad_out).mul_(scale)  # [M, N]
+        num_bags, bag_size, dim = bags.shape
+        flat_bags = bags.reshape(num_bags * bag_size, dim)
+        # NOTE: empty bags have out = -inf and all-masked scores; shifting them by 0 keeps exp(-inf) = 0, not nan.
+        out_finite = out.masked_fill(out == float("-inf"), 0.0)
+        grad_queries = torch.empty_like(queries) if ctx.needs_input_grad[0] else None
+        grad_bags = torch.zeros_like(flat_bags) if ctx.needs_input_grad[1] else None
+        scaled_queries = queries * ctx.scale
+        for rows in _row_chunks(queries.shape[0], num_bags * bag_size):
+            scores = (scaled_queries[rows] @ flat_bags.T).view(-1, num_bags, bag_size)  # [c, N, K]
+            scores.masked_fill_(~bag_mask, float("-inf"))
+            # d out[m, n] / d score[m, n, k] is the softmax weight of member k within bag n; masked members get 0.
+            weights = scores.sub_(out_finite[rows, :, None]).exp_()
+            grad_scores = weights.mul_(grad_out[rows, :, None] * ctx.scale).view(-1, num_bags * bag_size)
             if grad_queries is not None:
-                grad_queries.addmm_(grad_scores, bags[:, k])
+                grad_queries[rows] = grad_scores @ flat_bags
             if grad_bags is not None:
-                grad_bags[:, k] = grad_scores.T @ queries
-        return grad_queries, grad_bags, None, None
+                grad_bags.addmm_(grad_scores.T, queries[rows])
+        return grad_queries, None if grad_bags is None else grad_bags.view_as(bags), None, None
 
 
 def _bag_logsumexp(queries: Tensor, bags: Tensor, bag_mask: Tensor, temperature: float) -> Tensor:
