@@ -57,7 +57,8 @@ def test_rule_constants_match_the_tree(model):
 
 # The worked examples of the reference README (seed and first three values).
 README_EXAMPLES = [
-    ("params", S3D_CONV1 + "/~/conv3_d", "w", (2, 4, 4, 24, 64), 2009495299, ("-0.0015683715", "-0.11691185", "0.023908971")),
+    ("params", S3D_CONV1 + "/~/conv3_d", "w", (2, 4, 4, 24, 64), 2009495299,
+     ("-0.0015683715", "-0.11691185", "0.023908971")),
     ("params", S3D_CONV1 + "/__cross_replica_batch_norm", "scale", (1, 1, 1, 1, 64), 1423710129,
      ("1.0610081", "1.0075006", "1.2486706")),
     ("state", S3D_CONV1 + "/__cross_replica_batch_norm/~/var_ema", "average", (1, 1, 1, 1, 64), 1574690400,

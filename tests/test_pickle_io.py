@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmv.convert import CheckpointFormatError, UnsafePickleError, load_released_checkpoint
+from mmv.convert import CheckpointFormatError, UnsafePickleError, load_released_checkpoint, pickle_io
 from official_params import MODEL_NAMES, make_official_params, tree_path
 from released_pickle import (
     NUMPY_2020_MODULE,
@@ -221,6 +221,34 @@ def test_hostile_pickles_are_refused_without_running(tmp_path):
     # The payloads are live: the standard unpickler does run one of them (a control for the test above).
     pickle.loads(_hostile_pickles(marker)["builtins.eval"])
     assert marker.exists()
+
+
+# Payloads whose refusal is a global name: the opcode scan alone refuses them, before the unpickler starts.
+GLOBAL_PAYLOADS = ["os.system", "builtins.eval", "builtins.exec in a leaf", "subprocess.Popen", "os.system in a leaf",
+                   "dill _create_function", "ndarray subclass"]
+
+
+@pytest.mark.parametrize("name", GLOBAL_PAYLOADS)
+def test_opcode_scan_refuses_globals_on_its_own(name, tmp_path):
+    data = _hostile_pickles(tmp_path / "pwned")[name]
+    with pytest.raises(UnsafePickleError, match="refused to load global"):
+        pickle_io._scan_opcodes(io.BytesIO(data), "mmv_evil.pkl")
+
+
+def test_opcode_scan_follows_memoised_names():
+    """STACK_GLOBAL names fetched back from the memo are resolved, so reusing a name cannot hide a global."""
+    data = dumps([Global("numpy", "ndarray"), Global("numpy", "load")], protocol=4)
+    assert [op.name for op, _, _ in pickletools.genops(data)].count("BINGET") >= 1  # 'numpy' comes from the memo
+    with pytest.raises(UnsafePickleError, match=r"'numpy\.load'"):
+        pickle_io._scan_opcodes(io.BytesIO(data), "x.pkl")
+
+
+def test_huge_memo_index_is_refused(tmp_path):
+    """LONG_BINPUT 2**31-1 would make the unpickler allocate a memo of 2**32 entries."""
+    path = tmp_path / "mmv_evil.pkl"
+    path.write_bytes(b"\x80\x02K\x01r\xff\xff\xff\x7f.")
+    with pytest.raises(UnsafePickleError, match="memo index"):
+        load_released_checkpoint(path)
 
 
 def test_refusal_names_the_global(tmp_path):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import pickletools
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
@@ -276,13 +277,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self.source}: refused to load global '{module}.{name}': a released MMV checkpoint contains only "
-                "numpy arrays in Haiku/dict containers, so this file may run code when unpickled"
-            ) from None
+        _refuse_global(self.source, module, name)
+        return _ALLOWED_GLOBALS[(module, name)]
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self.source}: refused persistent id {pid!r} (not used by released checkpoints)")
@@ -292,13 +288,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 # Loading and validation.
 
 
-def _to_plain(value: Any) -> Any:
-    """Containers to plain dicts (recursively); numpy scalars to 0-d arrays; everything else unchanged."""
-    if isinstance(value, Mapping):
-        return {key: _to_plain(item) for key, item in value.items()}
-    if isinstance(value, np.generic):
-        return np.asarray(value)
-    return value
+_MAX_DEPTH = 8  # a released checkpoint nests 3 deep: file -> params/state -> module -> leaf
+
+
+def _to_plain(value: Any, source: str, depth: int = 0) -> Any:
+    """Containers to plain dicts, recursively; everything else unchanged."""
+    if not isinstance(value, Mapping):
+        return value
+    if depth >= _MAX_DEPTH:  # also stops at a dict that contains itself
+        raise CheckpointFormatError(f"{source}: containers nested more than {_MAX_DEPTH} deep")
+    return {key: _to_plain(item, source, depth + 1) for key, item in value.items()}
 
 
 def _validate_tree(source: str, collection: str, tree: Any) -> None:
@@ -332,8 +331,69 @@ def _check_header(source: str, head: bytes) -> None:
     raise CheckpointFormatError(f"{source}: not a released MMV checkpoint (a dill/pickle file): {problem}")
 
 
+_STRING_OPCODES = frozenset(
+    {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
+)
+_MARK = pickletools.markobject
+
+
+def _refuse_global(source: str, module: Any, name: Any) -> None:
+    if (module, name) not in _ALLOWED_GLOBALS:
+        raise UnsafePickleError(
+            f"{source}: refused to load global '{module}.{name}': a released MMV checkpoint contains only numpy "
+            "arrays in Haiku/dict containers, so this file may run code when unpickled"
+        )
+
+
+def _scan_opcodes(file: BinaryIO, source: str) -> None:
+    """Check the whole opcode stream before anything is unpickled.
+
+    Every global the file names must be allowed (``STACK_GLOBAL`` operands are followed through the stack and the
+    memo, as ``pickletools.dis`` does), memo indices must be sequential as every pickler writes them (a huge index
+    would make the unpickler allocate a huge memo), and persistent ids and extension codes are refused. The
+    unpickler's ``find_class`` checks the globals a second time.
+    """
+    stack: list[Any] = []  # a str for string pushes, the mark sentinel for MARK, None for anything else
+    memo: dict[int, Any] = {}
+    for opcode, arg, _ in pickletools.genops(file):
+        name = opcode.name
+        if name in ("PERSID", "BINPERSID") or name.startswith("EXT"):
+            what = "a persistent id" if name.endswith("PERSID") else "an extension code"
+            raise UnsafePickleError(f"{source}: refused opcode {name}, {what} (not used by released checkpoints)")
+        if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            index = len(memo) if name == "MEMOIZE" else arg
+            if index > len(memo):
+                raise UnsafePickleError(f"{source}: refused memo index {index} (out of sequence at {len(memo)})")
+            memo[index] = stack[-1]
+            continue
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo[arg])
+            continue
+        if name == "DUP":
+            stack.append(stack[-1])
+            continue
+        if name in ("GLOBAL", "INST"):
+            _refuse_global(source, *arg.split(" ", 1))
+        elif name == "STACK_GLOBAL":
+            if not (isinstance(stack[-2], str) and isinstance(stack[-1], str)):
+                raise UnsafePickleError(f"{source}: refused STACK_GLOBAL whose names are not plain strings")
+            _refuse_global(source, stack[-2], stack[-1])
+        before, after = opcode.stack_before, opcode.stack_after
+        popped = len(before)
+        if _MARK in before or (name == "POP" and stack[-1] is _MARK):
+            del stack[len(stack) - 1 - stack[::-1].index(_MARK):]  # everything from the topmost mark on
+            popped = before.index(_MARK) if _MARK in before else 0
+        if popped > len(stack):
+            raise ValueError(f"stack underflow at {name}")
+        del stack[len(stack) - popped:]
+        value = arg if name in _STRING_OPCODES else None
+        stack.extend(_MARK if item is _MARK else value for item in after)
+
+
 def _unpickle(file: BinaryIO, source: str) -> Any:
     try:
+        _scan_opcodes(file, source)
+        file.seek(0)
         return RestrictedUnpickler(file, source=source).load()
     except UnsafePickleError:
         raise
@@ -341,7 +401,7 @@ def _unpickle(file: BinaryIO, source: str) -> Any:
         raise UnsafePickleError(f"{source}: refused {exc}; released MMV checkpoints never contain this") from None
     except (EOFError, pickle.UnpicklingError) as exc:
         raise CheckpointFormatError(f"{source}: corrupt or truncated pickle ({exc or type(exc).__name__})") from exc
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, MemoryError) as exc:
         raise CheckpointFormatError(f"{source}: malformed pickle ({type(exc).__name__}: {exc})") from exc
 
 
@@ -369,7 +429,7 @@ def load_released_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         _check_header(source, f.read(8))
         f.seek(0)
         raw = _unpickle(f, source)
-    checkpoint = _to_plain(raw)
+    checkpoint = _to_plain(raw, source)
     if not isinstance(checkpoint, dict):
         raise CheckpointFormatError(f"{source}: the pickle holds a {type(raw).__name__}, expected a dict")
     missing = [key for key in ("params", "state") if key not in checkpoint]
