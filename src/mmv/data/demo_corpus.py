@@ -70,10 +70,10 @@ _KEYPAD = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (1, 0), 5: (1, 1), 6: (1, 2), 7: 
            0: (3, 1)}
 
 _HOMOPHONES = {"one": ("won",), "two": ("to", "too"), "four": ("for",), "eight": ("ate",)}
-_FILLERS = ("um", "uh", "so", "okay", "like", "you know", "right", "well")
+_FILLERS = ("um", "uh", "so", "okay", "like", "you know", "alright", "well")
 _ON_TOPIC = (
     "so now we write a {d}", "{d}", "okay this is {d}", "here is the number {d}", "let me draw the {d} again",
-    "and that makes {d}", "{d} right here", "you can see the {d}", "we have a {d} now", "that is a {d}",
+    "and that makes {d}", "{d} over here", "you can see the {d}", "we have a {d} now", "that is a {d}",
     "this digit is {d}", "now the {d}", "look at this {d}", "{d} {d}",
 )
 _OFF_TOPIC = (

@@ -1,0 +1,333 @@
+"""The demo corpus: deterministic files that decode, and a class and an attribute that each modality carries.
+
+The checks read the files with PyAV directly and recover the class and the attribute with simple signal processing
+that shares no code with the generator (FFT peaks, STFT pitch tracks, motion-compensated averaging, k-NN on
+scikit-learn's digits), so a generator bug that breaks a modality's evidence fails here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from scipy.ndimage import uniform_filter, zoom
+from scipy.signal import stft
+from sklearn.datasets import load_digits
+from sklearn.linear_model import RidgeClassifier
+from sklearn.neighbors import KNeighborsClassifier
+
+from mmv.cli.main import main
+from mmv.data import demo_corpus
+from mmv.data.demo_corpus import DemoCorpusConfig, generate_demo_corpus
+
+SAMPLE_RATE = 16000
+FPS = 10
+# Keypad layout of the tones, written out here independently of the generator.
+LOW_HZ, HIGH_HZ = (300.0, 400.0, 533.3, 711.1), (1000.0, 1414.2, 2000.0)
+KEYPAD = {(0, 0): 1, (0, 1): 2, (0, 2): 3, (1, 0): 4, (1, 1): 5, (1, 2): 6, (2, 0): 7, (2, 1): 8, (2, 2): 9,
+          (3, 1): 0}
+DIRECTIONS = ((1, 0), (-1, 0), (0, -1), (0, 1))  # right, left, up, down as (dx, dy) in image coordinates
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo_corpus(root, num_train=10, num_test=20, seed=3, workers=1, progress=False)
+    return root
+
+
+def read_manifest(root: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (root / split / "manifest.jsonl").read_text().splitlines()]
+
+
+def decode(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with av.open(str(path)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return frames, None
+        audio = np.concatenate([frame.to_ndarray()[0] for frame in container.decode(audio=0)])
+    return frames, audio
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent readers of each modality.
+
+
+def digit_from_tones(audio: np.ndarray) -> int:
+    """The strongest peak in each tone group, mapped through the keypad (-1: not a key)."""
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+
+    def peak(low: float, high: float) -> float:
+        band = (freqs >= low) & (freqs <= high)
+        return freqs[band][np.argmax(spectrum[band])]
+
+    row = int(np.argmin([abs(np.log(peak(250, 850) / f)) for f in LOW_HZ]))
+    column = int(np.argmin([abs(np.log(peak(850, 2400) / f)) for f in HIGH_HZ]))
+    return KEYPAD.get((row, column), -1)
+
+
+def glide_from_pitch_track(audio: np.ndarray) -> int:
+    """Vote over beeps: mean pitch of the high tone in each third of a beep gives its glide shape."""
+    freqs, _, spec = stft(audio, SAMPLE_RATE, nperseg=512, noverlap=384)
+    band = (freqs >= 850) & (freqs <= 2400)
+    power = np.abs(spec[band]) ** 2
+    energy = power.sum(axis=0)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (energy > 0.25 * energy.max()).astype(int), [0]])))
+    votes = np.zeros(4)
+    for begin, end in zip(edges[::2], edges[1::2]):
+        if end - begin < 9:  # too short to be a beep (a click, a chirp)
+            continue
+        track = freqs[band][np.argmax(power[:, begin:end], axis=0)]
+        first, middle, last = (part.mean() for part in np.array_split(track, 3))
+        shape = {(True, True): 0, (False, False): 1, (True, False): 2, (False, True): 3}
+        votes[shape[(middle > first, last > middle)]] += 1
+    return int(np.argmax(votes))
+
+
+def motion_compensated_average(frames: np.ndarray) -> tuple[int, np.ndarray]:
+    """Try constant velocities; the one that best stacks the moving foreground gives the direction.
+
+    Returns:
+        (direction index, [H, W] foreground averaged along the best motion: the digit, sharp).
+    """
+    pixels = frames.astype(np.float32)
+    foreground = np.abs(pixels - np.median(pixels, axis=0)).sum(-1)  # [T, H, W]; the static background removed
+    best = (-1.0, -1, foreground[0])
+    for direction, (ux, uy) in enumerate(DIRECTIONS):
+        for speed in np.arange(8.0, 21.0, 1.5):
+            shifts = [(-int(round(uy * speed * t / FPS)), -int(round(ux * speed * t / FPS))) for t in range(len(pixels))]
+            aligned = np.mean([np.roll(f, s, axis=(0, 1)) for f, s in zip(foreground, shifts)], axis=0)
+            score = uniform_filter(aligned, 5, mode="wrap").max()
+            if score > best[0]:
+                best = (score, direction, aligned)
+    return best[1], best[2]
+
+
+def crop_to_8x8(aligned: np.ndarray, box: int = 28) -> np.ndarray:
+    """The brightest box-sized window of the aligned foreground, cropped to its content, as an 8x8 image in [0, 1]."""
+    size = aligned.shape[0]
+    cy, cx = np.unravel_index(np.argmax(uniform_filter(aligned, box, mode="wrap")), aligned.shape)
+    window = np.roll(aligned, (size // 2 - cy, size // 2 - cx), axis=(0, 1))
+    window = window[size // 2 - box // 2: size // 2 + box // 2, size // 2 - box // 2: size // 2 + box // 2]
+    ys, xs = np.nonzero(window > 0.35 * window.max())
+    window = window[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    side = max(window.shape)
+    square = np.zeros((side, side))
+    top, left = (side - window.shape[0]) // 2, (side - window.shape[1]) // 2
+    square[top: top + window.shape[0], left: left + window.shape[1]] = window
+    small = zoom(square, 8 / side, order=1)[:8, :8]
+    return small / (small.max() + 1e-9)
+
+
+def narration_lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("WEBVTT")
+    return [line for line in text.splitlines()[1:] if line and "-->" not in line]
+
+
+def named_digits(line: str) -> list[int]:
+    """Digits a line names unambiguously (number words and numerals; homophones such as 'for' are ambiguous)."""
+    words = re.findall(r"[a-z0-9]+", line.lower())
+    return [NUMBER_WORDS.index(w) if w in NUMBER_WORDS else int(w) for w in words
+            if w in NUMBER_WORDS or (w.isdigit() and len(w) == 1)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tests.
+
+
+def test_same_seed_gives_identical_bytes_whatever_the_worker_count(tmp_path: Path) -> None:
+    generate_demo_corpus(tmp_path / "a", num_train=4, num_test=2, seed=11, workers=1, progress=False)
+    generate_demo_corpus(tmp_path / "b", num_train=4, num_test=2, seed=11, workers=2, progress=False)
+    generate_demo_corpus(tmp_path / "c", num_train=4, num_test=2, seed=12, workers=1, progress=False)
+    digests_a, digests_b, digests_c = (file_digests(tmp_path / name) for name in "abc")
+    assert digests_a == digests_b
+    assert len(digests_a) >= 4 + 2 + 3  # videos, manifests and corpus.json at least
+    differing = [name for name in digests_a if name.endswith(".mp4") and digests_a[name] != digests_c.get(name)]
+    assert len(differing) == 6
+
+
+def test_existing_corpus_is_reused_and_a_different_one_is_not_overwritten(tmp_path: Path) -> None:
+    first = generate_demo_corpus(tmp_path, num_train=2, num_test=1, seed=0, workers=1, progress=False)
+    stamp = (tmp_path / "train" / "train_00000.mp4").stat().st_mtime_ns
+    again = generate_demo_corpus(tmp_path, num_train=2, num_test=1, seed=0, workers=1, progress=False)
+    assert again == first
+    assert (tmp_path / "train" / "train_00000.mp4").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="other parameters"):
+        generate_demo_corpus(tmp_path, num_train=2, num_test=1, seed=1, workers=1, progress=False)
+    generate_demo_corpus(tmp_path, num_train=2, num_test=1, seed=1, workers=1, progress=False, overwrite=True)
+    assert json.loads((tmp_path / "corpus.json").read_text())["parameters"]["seed"] == 1
+
+
+def test_refuses_a_folder_with_foreign_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        generate_demo_corpus(tmp_path, num_train=1, num_test=1, workers=1, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_layout_manifests_and_counts(corpus: Path) -> None:
+    description = json.loads((corpus / "corpus.json").read_text())
+    assert description["class_names"] == list(NUMBER_WORDS)
+    assert description["attribute_names"] == ["right", "left", "up", "down"]
+    for split, count in (("train", 10), ("test", 20)):
+        records = read_manifest(corpus, split)
+        assert len(records) == count == description["counts"][split]["videos"]
+        for record in records:
+            assert (corpus / split / record["video"]).is_file()
+            assert 0 <= record["label"] <= 9 and 0 <= record["attribute"] <= 3
+            if record["caption"] is None:
+                assert record["text_kind"] == "missing" and not record["has_text"]
+            else:
+                lines = narration_lines(corpus / split / record["caption"])
+                assert record["has_text"] == bool(lines) == (record["text_kind"] in ("on_topic", "off_topic"))
+        # Exact shares: 15% without audio; 7.5% without a caption file, 7.5% with an empty one, 10% off-topic.
+        assert sum(not r["has_audio"] for r in records) == round(0.15 * count)
+        kinds = [r["text_kind"] for r in records]
+        assert (kinds.count("missing"), kinds.count("empty"), kinds.count("off_topic")) == (
+            round(0.075 * count), round(0.075 * count), round(0.1 * count))
+
+
+def test_videos_decode_with_expected_frames_duration_and_audio(corpus: Path) -> None:
+    for record in read_manifest(corpus, "train")[:8]:
+        path = corpus / "train" / record["video"]
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            assert container.duration / av.time_base == pytest.approx(4.0, abs=0.15)
+            has_audio = bool(container.streams.audio)
+            if has_audio:
+                assert container.streams.audio[0].codec_context.name == "aac"
+                assert container.streams.audio[0].sample_rate == SAMPLE_RATE
+        assert has_audio == record["has_audio"]
+        frames, audio = decode(path)
+        assert frames.shape == (40, 64, 64, 3)
+        if has_audio:
+            # AAC frames are 1024 samples: the track covers the 4 s, rounded up to whole frames.
+            assert 4.0 * SAMPLE_RATE <= len(audio) <= 4.0 * SAMPLE_RATE + 2048
+            assert 0.05 < np.abs(audio).max() <= 1.0
+
+
+def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -> None:
+    records = [r for r in read_manifest(corpus, "test") if r["has_audio"]]
+    digits, glides = [], []
+    for record in records:
+        _, audio = decode(corpus / "test" / record["video"])
+        digits.append(digit_from_tones(audio) == record["label"])
+        glides.append(glide_from_pitch_track(audio) == record["attribute"])
+    assert np.mean(digits) == 1.0
+    assert np.mean(glides) >= 0.9
+
+
+def test_video_motion_gives_the_attribute_and_the_handwriting_the_digit(corpus: Path) -> None:
+    digits = load_digits()
+    train_images = sorted({r["digit_image"] for r in read_manifest(corpus, "train")})
+    all_train_images = np.concatenate(demo_corpus.split_digit_images(digits.target, 3, 0.3)["train"])
+    knn = KNeighborsClassifier(3).fit(digits.images[all_train_images].reshape(-1, 64) / 16,
+                                      digits.target[all_train_images])
+    assert set(train_images) <= set(all_train_images.tolist())
+    directions, classes = [], []
+    for record in read_manifest(corpus, "test"):
+        frames, _ = decode(corpus / "test" / record["video"])
+        direction, aligned = motion_compensated_average(frames)
+        directions.append(direction == record["attribute"])
+        classes.append(knn.predict(crop_to_8x8(aligned).reshape(1, -1))[0] == record["label"])
+    assert np.mean(directions) >= 0.9
+    assert np.mean(classes) >= 0.5  # chance: 0.1; k-NN on a crude crop of unseen handwriting
+
+
+def test_narrations_name_the_digit_and_never_the_attribute(corpus: Path) -> None:
+    for split in ("train", "test"):
+        for record in read_manifest(corpus, split):
+            if record["caption"] is None:
+                continue
+            lines = narration_lines(corpus / split / record["caption"])
+            named = [d for line in lines for d in named_digits(line)]
+            assert set(named) <= {record["label"]}, (record, lines)
+            if record["text_kind"] == "off_topic":
+                assert named == []
+            words = set(re.findall(r"[a-z]+", " ".join(lines)))
+            assert not words & {"right", "left", "up", "down", "rising", "falling"}, lines
+    mentioned = [any(named_digits(line) for line in narration_lines(corpus / split / record["caption"]))
+                 for split in ("train", "test") for record in read_manifest(corpus, split)
+                 if record["text_kind"] == "on_topic"]
+    assert mentioned
+    assert np.mean(mentioned) >= 0.8  # the rest say it only through homophones or lost the word
+
+
+def test_asr_noise_is_present_in_the_narrations() -> None:
+    cfg = DemoCorpusConfig()
+    specs = [demo_corpus.VideoSpec(f"v{i}", "train", label=i % 10, attribute=0, image_index=0, has_audio=True,
+                                   text_kind="on_topic", seed=(0, 0, i)) for i in range(300)]
+    texts = [text for spec in specs for _, _, text in
+             demo_corpus.make_narrations(spec, cfg, np.random.default_rng(list(spec.seed)))]
+    words = [w for text in texts for w in text.split()]
+    for homophone in ("won", "ate", "for", "to", "too"):
+        assert homophone in words
+    assert {"um", "uh"} <= set(words)
+    assert any(re.fullmatch(r"\d", w) for w in words)
+    assert any(text in demo_corpus._OFF_TOPIC for text in texts)
+
+
+def test_handwriting_of_train_and_test_is_disjoint(corpus: Path) -> None:
+    train = {r["digit_image"] for r in read_manifest(corpus, "train")}
+    test = {r["digit_image"] for r in read_manifest(corpus, "test")}
+    assert train and test and not train & test
+    pools = demo_corpus.split_digit_images(load_digits().target, 0, 0.3)
+    for label in range(10):
+        assert not set(pools["train"][label]) & set(pools["test"][label])
+        assert len(pools["train"][label]) + len(pools["test"][label]) == (load_digits().target == label).sum()
+
+
+def test_class_and_attribute_are_balanced_and_independent() -> None:
+    pools = demo_corpus.split_digit_images(load_digits().target, 0, 0.3)
+    specs = demo_corpus.plan_split("train", 400, 0, DemoCorpusConfig(), pools["train"])
+    counts = np.zeros((10, 4), int)
+    for spec in specs:
+        counts[spec.label, spec.attribute] += 1
+    assert (counts == 10).all()
+    assert sum(not s.has_audio for s in specs) == 60
+    assert len({s.image_index for s in specs}) == 400  # every video of a class has its own handwriting here
+
+
+def test_raw_pixels_do_not_give_the_class_away() -> None:
+    """A linear classifier on downsampled frames is near chance, while the same classifier reads clean digits."""
+    cfg = dataclasses.replace(DemoCorpusConfig(), duration=0.1)  # one frame per video
+    images, targets = load_digits().images / 16, load_digits().target
+    pools = demo_corpus.split_digit_images(targets, 0, cfg.test_image_fraction)
+
+    def features(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        specs = demo_corpus.plan_split(split, n, 0, cfg, pools[split])
+        frames = np.stack([demo_corpus.render_frames(s, images[s.image_index], cfg,
+                                                     np.random.default_rng(list(s.seed)))[0] for s in specs])
+        return frames.reshape(n, 16, 4, 16, 4, 3).mean((2, 4)).reshape(n, -1) / 255, np.array([s.label for s in specs])
+
+    x_train, y_train = features("train", 400)
+    x_test, y_test = features("test", 150)
+    pixel_accuracy = RidgeClassifier(alpha=1.0).fit(x_train, y_train).score(x_test, y_test)
+    train_idx, test_idx = np.concatenate(pools["train"]), np.concatenate(pools["test"])
+    clean_accuracy = RidgeClassifier(alpha=1.0).fit(images[train_idx].reshape(-1, 64), targets[train_idx]).score(
+        images[test_idx].reshape(-1, 64), targets[test_idx])
+    assert clean_accuracy > 0.85
+    assert pixel_accuracy < 0.35  # chance is 0.1
+
+
+def test_cli_generates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "corpus"
+    assert main(["demo-data", str(out), "--num-train", "2", "--num-test", "1", "--workers", "1", "--seed", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["counts"]["train"]["videos"] == 2 and summary["counts"]["test"]["videos"] == 1
+    assert main(["demo-data", str(out), "--num-train", "2", "--num-test", "1", "--seed", "6"]) == 1
+    assert "other parameters" in capsys.readouterr().err
