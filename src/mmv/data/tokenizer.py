@@ -1,0 +1,233 @@
+"""Words to ids for MMV's text network: stop-word removal, a word vocabulary, 16 ids per sentence.
+
+MMV's text input is a sentence as at most 16 word ids (paper fact sheet §1.5: stop words removed, truncated/padded to
+16 words, 300-d word2vec vectors, a vocabulary of 2^16 = 65,536 words). The released models do not ship their word
+vocabulary, so :func:`build_vocabulary` makes one from a corpus (``mmv vocab``) and
+:func:`mmv.data.word_vectors.load_word_vectors` fills the embedding matrix from word2vec.
+
+Id 0 is padding and id 1 stands for words not in the vocabulary.
+
+Example:
+    >>> vocab = build_vocabulary(["Cut the onions", "then fry the onions"])
+    >>> tokenizer = Tokenizer(vocab, max_words=4)
+    >>> tokenizer.words("Now, cut THE onions!")
+    ['cut', 'onions']
+    >>> tokenizer.encode("Now, cut THE onions!").tolist()
+    [3, 2, 0, 0]
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from mmv.data.narrations import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID = 0, 1
+PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
+DEFAULT_MAX_WORDS = 16  # paper fact sheet §1.5
+DEFAULT_VOCAB_SIZE = 65536  # 2^16, the released models' embedding size (paper fact sheet §1.5)
+
+# The English stop-word list of NLTK (``nltk.corpus.stopwords.words("english")``, 179 words), written out so that
+# tokenizing needs no NLTK download.
+DEFAULT_STOP_WORDS: frozenset[str] = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his himself
+she she's her hers herself it it's its itself they them their theirs themselves what which who whom this that that'll
+these those am is are was were be been being have has had having do does did doing a an the and but if or because as
+until while of at by for with about against between into through during before after above below to from up down in
+out on off over under again further then once here there when where why how all any both each few more most other
+some such no nor not only own same so than too very s t can will just don don't should should've now d ll m o re ve y
+ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't ma mightn
+mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won won't wouldn wouldn't
+""".split())
+
+# A word: letters and digits, with apostrophes inside ("don't", "chef's"); everything else separates words.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+def split_words(text: str, stop_words: Iterable[str] = DEFAULT_STOP_WORDS) -> list[str]:
+    """Lower-cased words of ``text`` with punctuation and stop words removed.
+
+    Text is NFKC-normalised and typographic apostrophes become ``'`` so that "don’t" and "don't" are the same word.
+    """
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+    stop_words = stop_words if isinstance(stop_words, (set, frozenset)) else frozenset(stop_words)
+    return [word for word in _WORD.findall(text) if word not in stop_words]
+
+
+class Vocabulary:
+    """A word-to-id table: id 0 is ``<pad>``, id 1 is ``<unk>``, then the words in the order given.
+
+    Args:
+        words: The vocabulary words (without the two special tokens), most frequent first by convention. Words must
+            be non-empty, unique and free of whitespace.
+    """
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self._words = [PAD_TOKEN, UNK_TOKEN]
+        for word in words:
+            if not word or any(ch.isspace() for ch in word):
+                raise ValueError(f"invalid vocabulary word {word!r}: words must be non-empty without whitespace")
+            self._words.append(word)
+        self._ids = {word: index for index, word in enumerate(self._words)}
+        if len(self._ids) != len(self._words):
+            duplicates = [w for w, c in collections.Counter(self._words).items() if c > 1]
+            raise ValueError(f"duplicate vocabulary words: {duplicates[:10]}")
+
+    def __len__(self) -> int:
+        return len(self._words)
+
+    def __contains__(self, word: object) -> bool:
+        return word in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._words)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self._words == other._words
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} entries: {self._words[2:7]}{'...' if len(self) > 7 else ''})"
+
+    @property
+    def words(self) -> list[str]:
+        """All entries by id, the special tokens included."""
+        return list(self._words)
+
+    def id(self, word: str) -> int:
+        """The id of ``word``; ``UNK_ID`` when it is not in the vocabulary."""
+        return self._ids.get(word, UNK_ID)
+
+    def word(self, index: int) -> str:
+        """The word with id ``index``."""
+        return self._words[index]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the vocabulary atomically: ``.json`` as ``{word: id}``, otherwise one word per line (line i = id i)."""
+        if Path(path).suffix.lower() == ".json":
+            atomic_write_text(path, json.dumps(self._ids, ensure_ascii=False, indent=0) + "\n")
+        else:
+            atomic_write_text(path, "\n".join(self._words) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocabulary:
+        """Reads a vocabulary written by :meth:`save`.
+
+        A text file may also be a plain word list without the special tokens; its words then get ids from 2.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: Not a vocabulary file (the message names the file and the problem).
+        """
+        text = Path(path).read_text(encoding="utf-8-sig")
+        try:
+            if Path(path).suffix.lower() == ".json":
+                return cls._from_json(text, path)
+            return cls._from_lines(text.splitlines())
+        except ValueError as err:
+            raise ValueError(f"{os.fspath(path)}: not a vocabulary file: {err}") from None
+
+    @classmethod
+    def _from_lines(cls, lines: list[str]) -> Vocabulary:
+        while lines and not lines[-1].strip():
+            lines = lines[:-1]
+        if lines[:2] == [PAD_TOKEN, UNK_TOKEN]:
+            return cls(lines[2:])
+        if PAD_TOKEN in lines or UNK_TOKEN in lines:
+            raise ValueError(f"{PAD_TOKEN} and {UNK_TOKEN} must be the first two lines")
+        return cls(lines)
+
+    @classmethod
+    def _from_json(cls, text: str, path: str | os.PathLike) -> Vocabulary:
+        try:
+            table = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"invalid JSON ({err})") from None
+        if isinstance(table, list):
+            return cls._from_lines([str(word) for word in table])
+        if not isinstance(table, dict) or sorted(table.values()) != list(range(len(table))):
+            raise ValueError("expected {word: id} with ids 0..N-1")
+        words = sorted(table, key=table.__getitem__)
+        if words[:2] != [PAD_TOKEN, UNK_TOKEN]:
+            raise ValueError(f"ids 0 and 1 must be {PAD_TOKEN} and {UNK_TOKEN}")
+        return cls(words[2:])
+
+
+def build_vocabulary(texts: Iterable[str], max_size: int = DEFAULT_VOCAB_SIZE, min_count: int = 1,
+                     stop_words: Iterable[str] = DEFAULT_STOP_WORDS) -> Vocabulary:
+    """Counts the words of a corpus and keeps the most frequent.
+
+    Args:
+        texts: Sentences (e.g. narration texts); split with :func:`split_words`.
+        max_size: Entries in the vocabulary, the two special tokens included (65,536 for the released models).
+        min_count: Words seen fewer times are left out.
+        stop_words: Words never counted (they are removed before encoding anyway).
+
+    Returns:
+        The vocabulary, most frequent word first; words equally frequent are in alphabetical order, so the result
+        does not depend on the order of ``texts``.
+    """
+    if max_size < 2:
+        raise ValueError(f"max_size must be >= 2 (the padding and unknown tokens), got {max_size}")
+    stop_words = frozenset(stop_words)
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        counts.update(split_words(text, stop_words))
+    ranked = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda item: (-item[1], item[0]))
+    return Vocabulary(word for word, _ in ranked[:max_size - 2])
+
+
+class Tokenizer:
+    """Sentence to a fixed number of word ids.
+
+    Args:
+        vocab: The word-to-id table.
+        max_words: Ids per sentence: longer sentences are truncated, shorter ones padded with 0.
+        stop_words: Words removed before encoding.
+        drop_unknown: Leave out words not in the vocabulary (as MIL-NCE's released tokenizer does) instead of
+            encoding them as ``UNK_ID``.
+    """
+
+    def __init__(self, vocab: Vocabulary, max_words: int = DEFAULT_MAX_WORDS,
+                 stop_words: Iterable[str] = DEFAULT_STOP_WORDS, drop_unknown: bool = False) -> None:
+        if max_words < 1:
+            raise ValueError(f"max_words must be >= 1, got {max_words}")
+        self.vocab = vocab
+        self.max_words = max_words
+        self.stop_words = frozenset(stop_words)
+        self.drop_unknown = drop_unknown
+
+    def words(self, text: str) -> list[str]:
+        """Lower-cased words of ``text``, punctuation and stop words removed."""
+        return split_words(text, self.stop_words)
+
+    def encode(self, text: str) -> np.ndarray:
+        """``[max_words]`` int64 ids of ``text``, padded with 0."""
+        ids = [self.vocab.id(word) for word in self.words(text)]
+        if self.drop_unknown:
+            ids = [index for index in ids if index != UNK_ID]
+        out = np.zeros(self.max_words, dtype=np.int64)
+        ids = ids[:self.max_words]
+        out[:len(ids)] = ids
+        return out
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, max_words]`` int64 ids, one row per text (``[0, max_words]`` for no texts)."""
+        out = np.zeros((len(texts), self.max_words), dtype=np.int64)
+        for row, text in enumerate(texts):
+            out[row] = self.encode(text)
+        return out
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """The words of an encoded sentence, padding left out (unknown words read as ``<unk>``)."""
+        return [self.vocab.word(int(index)) for index in ids if int(index) != PAD_ID]
