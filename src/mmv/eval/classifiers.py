@@ -76,11 +76,14 @@ class LinearProbe:
         self.classes_ = np.unique(labels)
         if len(self.classes_) < 2:
             raise ValueError(f"need at least two classes to train a classifier, got {self.classes_.tolist()}")
+        from sklearn.preprocessing import StandardScaler
+
         start = time.perf_counter()
-        self._mean = features.mean(axis=0)
-        std = features.std(axis=0)
-        self._scale = np.where(std > 0, std, 1.0)  # constant features: leave as 0, like StandardScaler
-        scaled = (features - self._mean) / self._scale
+        # sklearn's scaler treats numerically constant features (e.g. ReLU units that are zero on every training
+        # row up to rounding) as constant; dividing by their ~1e-17 spread would blow test noise up to huge values.
+        scaler = StandardScaler().fit(features)
+        self._mean, self._scale = scaler.mean_, scaler.scale_
+        scaled = scaler.transform(features)
         fitter = {"svm": self._fit_svm, "logreg": self._fit_logreg, "torch": self._fit_torch}[self.kind]
         self._weight, self._bias = fitter(scaled, labels)
         self.fit_seconds = time.perf_counter() - start

@@ -43,6 +43,10 @@ class VideoClipSpec:
     min_resize: int = 224
     crop_size: int = 224
 
+    def __post_init__(self) -> None:
+        if self.crop_size > self.min_resize:
+            raise ValueError(f"crop ({self.crop_size}) must not exceed the resized short side ({self.min_resize})")
+
     @property
     def seconds(self) -> float:
         return self.num_frames / self.fps
@@ -141,25 +145,17 @@ def item_list(items: Iterable[MediaItem | str | Path]) -> list[MediaItem]:
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
-def _crop_video(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Centre crop (``rng`` None) or random crop plus random horizontal flip (training augmentation).
+def _crop_video(frames: np.ndarray, crop: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Centre crop (``generator`` None) or random crop plus random horizontal flip (training augmentation), uint8."""
+    from mmv.data.transforms import center_crop, horizontal_flip, random_crop
 
-    Frames smaller than the crop are padded by edge replication, so tiny inputs still give a full-size clip.
-    """
-    t, h, w, _ = frames.shape
-    if h < crop or w < crop:
-        pad_h, pad_w = max(0, crop - h), max(0, crop - w)
-        frames = np.pad(frames, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-                        mode="edge")
-        t, h, w, _ = frames.shape
-    if rng is None:
-        top, left = (h - crop) // 2, (w - crop) // 2
-    else:
-        top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-    out = frames[:, top:top + crop, left:left + crop]
-    if rng is not None and rng.random() < 0.5:
-        out = out[:, :, ::-1]
-    return np.ascontiguousarray(out)
+    video = torch.from_numpy(frames)
+    if generator is None:
+        return center_crop(video, crop).contiguous()
+    video = random_crop(video, crop, generator)
+    if torch.rand((), generator=generator).item() < 0.5:
+        video = horizontal_flip(video)
+    return video.contiguous()
 
 
 def _span(item: MediaItem, duration: float) -> tuple[float, float]:
@@ -182,8 +178,9 @@ class _VideoWindows(Dataset):
         from mmv.data.media import MediaError, decode_clip, probe
 
         item = self.items[index]
-        # A per-item generator: the same windows and crops whatever the worker count or order.
-        rng = np.random.default_rng([self.seed, index]) if self.augment or self.windowing.mode == "random" else None
+        # Per-item generators: the same windows and crops whatever the worker count or order.
+        rng = np.random.default_rng([self.seed, index])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62))) if self.augment else None
         try:
             span_start, span_end = _span(item, probe(item.path).duration)
             starts = self.windowing.starts(span_end - span_start, self.spec.seconds, rng)
@@ -191,7 +188,7 @@ class _VideoWindows(Dataset):
             for offset in starts:
                 clip = decode_clip(item.path, span_start + offset, self.spec.num_frames, self.spec.fps,
                                    with_audio=False, short_side=self.spec.min_resize)
-                clips.append(_crop_video(clip.frames, self.spec.crop_size, rng if self.augment else None))
+                clips.append(_crop_video(clip.frames, self.spec.crop_size, generator).numpy())
                 windows.append((clip.start, clip.end))
             return index, np.stack(clips), windows, None
         except MediaError as err:
@@ -391,7 +388,9 @@ def default_mel_config(sample_rate: int) -> Any:
     from mmv.data.audio import MelConfig
 
     scale = sample_rate / 48000
-    return MelConfig(sample_rate=sample_rate, n_fft=int(round(2048 * scale)), hop_length=int(round(1024 * scale)))
+    # The window and hop keep their duration (42.7 / 21.3 ms); the top mel edge stays below Nyquist.
+    return MelConfig(sample_rate=sample_rate, n_fft=int(round(2048 * scale)), hop_length=int(round(1024 * scale)),
+                     fmax=min(7600.0, sample_rate / 2))
 
 
 def embed_audio(
