@@ -1,0 +1,466 @@
+"""The MMV training loop: one function, read top to bottom (setup, model, loss, optimizer, resume, data, steps).
+
+``train(cfg)`` runs in a single process (CPU or one GPU) or in every process of a ``torchrun`` launch: the
+process group, the rank and the device come from the launcher's environment (:func:`mmv.distributed.
+init_distributed`). Every rank computes its own rows of the contrastive loss against the embeddings gathered from
+all ranks, so gradients are those of the global batch (:class:`mmv.losses.MMVLoss`).
+
+Behaviour worth knowing:
+
+* A step whose loss (on any rank) or gradient norm is not finite is skipped: no update, the batch is consumed and
+  the step still counts. ``run.max_nonfinite`` consecutive ones stop the run with a checkpoint of the last good
+  weights and :class:`NonFiniteLossError`.
+* SIGTERM or SIGINT (e.g. a SLURM pre-emption or Ctrl-C) lets the current step finish, writes a checkpoint and
+  returns; ``run.resume=auto`` then continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mmv.distributed import DistInfo, all_reduce_mean, init_distributed
+from mmv.losses import MMVLoss
+
+from . import checkpoint as ckpt
+from .config import LossSection, OptimSection, RunSection, TrainConfig, config_to_dict, save_config
+from .data import InfiniteSampler, build_dataset, build_loader
+
+__all__ = ["NonFiniteLossError", "lr_at", "train"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``run.max_nonfinite`` consecutive non-finite steps (a checkpoint has been written)."""
+
+
+def lr_at(step: int, optim: OptimSection, total_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based): linear warm-up, then half a cosine period down to ``min_lr``.
+
+    Warm-up reaches the peak at step ``warmup_steps - 1`` (no step is wasted at lr 0); the cosine runs over the
+    remaining ``total_steps - warmup_steps`` steps (fact sheet section 3: Adam, 0.002, 5k warm-up, half-period
+    cosine).
+    """
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return optim.lr
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
+    return optim.min_lr + (optim.lr - optim.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Trains (or continues training) the model ``cfg`` describes; returns a summary of the run.
+
+    Returns:
+        ``{"status": "completed" | "interrupted", "step", "checkpoint", "run_dir", "loss", "nonfinite_steps",
+        "clips_per_s"}`` (``loss`` is the last logged total loss, averaged over ranks).
+
+    Raises:
+        NonFiniteLossError: ``run.max_nonfinite`` consecutive steps had a non-finite loss or gradient.
+    """
+    # ---- setup: processes, device, run directory, seeds --------------------------------------------------------
+    created_group = not dist.is_initialized()
+    info = init_distributed(backend="gloo" if cfg.run.device == "cpu" else None)
+    if cfg.run.device == "cuda" and info.device.type != "cuda":
+        raise RuntimeError("run.device=cuda but CUDA is not available")
+    device, run_dir = info.device, Path(cfg.run.out_dir)
+    batch_size = per_device_batch(cfg.run, info.world_size)
+    resume_from = ckpt.resolve_resume(cfg.run.resume, run_dir)
+    if info.primary:
+        prepare_run_dir(run_dir, cfg, resuming=resume_from is not None)
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+
+    # ---- model, loss, optimizer --------------------------------------------------------------------------------
+    model = build_model(cfg, info)
+    loss_fn = MMVLoss(cfg.loss.lambda_va, cfg.loss.lambda_vt, cfg.loss.temperature, cfg.loss.direction,
+                      local_loss=True, gather_with_grad=True, rank=info.rank, world_size=info.world_size,
+                      lambda_at=cfg.loss.lambda_at)
+    named_params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    param_names = [name for name, _ in named_params]
+    optimizer = torch.optim.Adam([p for _, p in named_params], lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                 eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+    seed_rngs(cfg.run.seed + 1 + info.rank)  # rank-specific from here on (data workers, any random op)
+
+    # ---- resume: weights, optimizer, counters (RNG states are restored just before the first step) ------------
+    state = {"step": 0, "samples_seen": 0, "nonfinite_total": 0, "nonfinite_consecutive": 0}
+    rng_to_restore = None
+    if resume_from is not None:
+        state, rng_to_restore = load_training_state(resume_from, model, optimizer, param_names, info)
+
+    # ---- wrappers: torch.compile, DDP ----------------------------------------------------------------------------
+    raw_model = model
+    if cfg.run.compile:
+        model = torch.compile(model)
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=not (cfg.loss.lambda_va and cfg.loss.lambda_vt))
+
+    # ---- data: a deterministic stream that starts at the resumed step ----------------------------------------
+    dataset = build_dataset(cfg.data, cfg.run.seed)
+    sampler = InfiniteSampler(len(dataset), batch_size, rank=info.rank, world_size=info.world_size,
+                              seed=cfg.run.seed, start_step=state["step"])
+    check_sampler_state(state.get("sampler"), sampler)
+    loader = build_loader(dataset, sampler, workers=cfg.data.workers, seed=cfg.run.seed, rank=info.rank,
+                          pin_memory=device.type == "cuda")
+    batches = iter(loader)
+
+    # ---- the step loop ---------------------------------------------------------------------------------------
+    autocast = get_autocast(cfg.run.amp, device)
+    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    logger = MetricLogger(run_dir, cfg, info, state["step"], resuming=resume_from is not None)
+    stop_signal = StopSignal()
+    if rng_to_restore is not None:
+        ckpt.restore_rng_state(rng_to_restore)
+    status, last = "completed", {}
+    model.train()
+    with stop_signal:
+        while state["step"] < cfg.run.steps:
+            step = state["step"]
+            batch = to_device(next(batches), device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg.optim, cfg.run.steps)
+            with autocast():
+                out = model(**model_inputs(batch, raw_model))
+                losses = loss_fn(**out, audio_mask=batch["audio_mask"], text_mask=batch["text_mask"])
+            # One collective per step: did any rank get a non-finite loss, or a stop signal?
+            loss_bad, stop_now = any_rank(info, not torch.isfinite(losses["loss"]).item(), stop_signal.received)
+            grad_norm = torch.tensor(float("nan"))
+            if not loss_bad:
+                losses["loss"].backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named_params], max_norm)
+                if torch.isfinite(grad_norm):  # identical on all ranks: DDP has averaged the gradients
+                    optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step + 1
+            state["samples_seen"] += batch_size * info.world_size
+            if loss_bad or not torch.isfinite(grad_norm):
+                state["nonfinite_total"] += 1
+                state["nonfinite_consecutive"] += 1
+                log.warning("step %d: non-finite %s; step skipped (%d in a row, %d in total)", step,
+                            "loss" if loss_bad else "gradient", state["nonfinite_consecutive"],
+                            state["nonfinite_total"])
+                if state["nonfinite_consecutive"] >= cfg.run.max_nonfinite:
+                    path = save_training_state(run_dir, raw_model, optimizer, param_names, state, sampler, cfg, info)
+                    logger.close()
+                    raise NonFiniteLossError(
+                        f"{cfg.run.max_nonfinite} consecutive steps (up to step {step}) had a non-finite loss or "
+                        f"gradient; the run stopped. {path} holds the last good weights (from step "
+                        f"{step + 1 - state['nonfinite_consecutive']}). Check the data, lower optim.lr, or set "
+                        "optim.grad_clip.")
+            else:
+                state["nonfinite_consecutive"] = 0
+            if state["step"] % cfg.run.log_every == 0 or state["step"] == cfg.run.steps:
+                last = logger.log(state, losses, grad_norm, optimizer.param_groups[0]["lr"], info)
+            else:
+                logger.advance()
+            if state["step"] % cfg.run.checkpoint_every == 0 or state["step"] == cfg.run.steps or stop_now:
+                path = save_training_state(run_dir, raw_model, optimizer, param_names, state, sampler, cfg, info)
+            if stop_now:
+                status = "interrupted"
+                log.warning("stop signal received: checkpoint %s written at step %d; continue with "
+                            "run.resume=auto", path, state["step"])
+                break
+    logger.close()
+    summary = {"status": status, "step": state["step"], "checkpoint": str(ckpt.find_latest(run_dir)),
+               "run_dir": str(run_dir), "loss": last.get("loss"), "nonfinite_steps": state["nonfinite_total"],
+               "clips_per_s": logger.clips_per_s()}
+    if created_group and info.distributed:
+        dist.destroy_process_group()
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Setup helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+def per_device_batch(run: RunSection, world_size: int) -> int:
+    """Clips per device per step: ``run.batch_size``, or ``run.global_batch_size / world_size`` when that is set."""
+    if not run.global_batch_size:
+        return run.batch_size
+    if run.global_batch_size % world_size:
+        raise ValueError(f"run.global_batch_size={run.global_batch_size} is not divisible by the {world_size} "
+                         "processes of this launch")
+    return run.global_batch_size // world_size
+
+
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig, resuming: bool) -> None:
+    """Creates the run directory and writes the resolved config; refuses to overwrite another run's checkpoints."""
+    if not resuming and ckpt.list_checkpoints(run_dir):
+        raise ValueError(f"{run_dir} already holds checkpoints; continue that run with --resume auto or choose "
+                         "another run.out_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_stale_temporaries(run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+
+
+def seed_rngs(seed: int) -> None:
+    """Seeds torch (CPU and CUDA), numpy and Python's ``random``."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, info: DistInfo) -> nn.Module:
+    """The registered model with the config's overrides, prepared for training on ``info.device``."""
+    from mmv.models import create_model
+
+    model = create_model(cfg.model.name, **cfg.model.overrides)
+    freeze_unused_heads(model, cfg.loss)
+    if cfg.run.sync_bn and info.distributed:
+        # NOTE: the official models use cross-replica BN; SyncBatchNorm is its counterpart across processes.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(info.device)
+    if cfg.run.channels_last:
+        to_channels_last(model)
+    return model
+
+
+def freeze_unused_heads(model: nn.Module, loss: LossSection) -> None:
+    """Freezes the audio-text heads while no loss uses them (``lambda_at == 0``, MMV's setting).
+
+    Their outputs feed no loss term then, so they would get no gradient: DDP would need the slower
+    ``find_unused_parameters`` and Adam would carry state for parameters that never change.
+    """
+    heads = getattr(model, "heads", {})
+    if loss.lambda_at == 0:
+        for name in ("audio2txt_embd", "txt2audio_embd"):
+            if name in heads:
+                heads[name].requires_grad_(False)
+
+
+def to_channels_last(model: nn.Module) -> None:
+    """Puts 4-d conv weights in ``channels_last`` and 5-d ones in ``channels_last_3d`` memory format, in place."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+        elif param.dim() == 5:
+            param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+
+
+def get_autocast(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts: bfloat16 for ``bf16`` (and ``auto`` on CUDA), a no-op otherwise.
+
+    bfloat16 has float32's exponent range, so no loss scaling is needed (the losses compute in float32 anyway).
+    """
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def model_inputs(batch: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The batch tensors the model takes: ``video``, and ``audio``/``word_ids`` where it has those branches."""
+    modalities = model.cfg.modalities
+    inputs = {"video": batch["video"]}  # [B, T, H, W, 3]
+    if "audio" in modalities:
+        inputs["audio"] = batch["audio"]  # [B, T', F]
+    if "text" in modalities:
+        inputs["word_ids"] = batch["word_ids"]  # [B, K, L]
+    return inputs
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def any_rank(info: DistInfo, *flags: bool) -> tuple[bool, ...]:
+    """Each flag OR-ed over ranks (one all-reduce), so that every rank takes the same branch."""
+    if not info.distributed:
+        return flags
+    tensor = torch.tensor([float(f) for f in flags], device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in tensor.tolist())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
+                        state: dict[str, Any], sampler: InfiniteSampler, cfg: TrainConfig, info: DistInfo) -> Path:
+    """Gathers every rank's RNG state and writes ``ckpt_<step>`` from rank 0; all ranks call it."""
+    rng_states = [ckpt.capture_rng_state()]
+    if info.distributed:
+        rng_states = [None] * info.world_size
+        dist.all_gather_object(rng_states, ckpt.capture_rng_state())
+    path = run_dir / ckpt.checkpoint_name(state["step"])
+    if info.primary:
+        trainer_state = {**state, "sampler": sampler.state_dict(state["step"]), "world_size": info.world_size,
+                         "rng": rng_states, "config": config_to_dict(cfg)}
+        path = ckpt.save_checkpoint(run_dir, state["step"], model, optimizer, param_names, trainer_state,
+                                    cfg.run.keep_last)
+    if info.distributed:
+        dist.barrier()  # nobody moves on (or exits) before the checkpoint is complete
+    return path
+
+
+def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
+                        info: DistInfo) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Loads weights and optimizer state from a checkpoint; returns the loop counters and this rank's RNG state."""
+    from safetensors.torch import load_file
+
+    trainer_state = ckpt.read_trainer_state(path)
+    weights = load_file(str(path / "model.safetensors"), device=str(info.device))
+    model.load_state_dict(weights, strict=True)
+    ckpt.load_optimizer(optimizer, param_names, path / ckpt.OPTIMIZER_NAME)
+    rng_states = trainer_state.get("rng") or []
+    if trainer_state.get("world_size") != info.world_size:
+        log.warning("%s was written by %s processes, this launch has %d: the data order and random states cannot "
+                    "continue exactly", path, trainer_state.get("world_size"), info.world_size)
+    rng = rng_states[info.rank] if info.rank < len(rng_states) else None
+    keys = ("step", "samples_seen", "nonfinite_total", "nonfinite_consecutive")
+    state = {k: int(trainer_state.get(k, 0)) for k in keys}
+    state["sampler"] = trainer_state.get("sampler")
+    if info.primary:
+        log.info("resuming from %s (step %d)", path, state["step"])
+    return state, rng
+
+
+def check_sampler_state(saved: dict[str, Any] | None, sampler: InfiniteSampler) -> None:
+    """Warns when a resumed run's data stream cannot continue the checkpoint's exactly."""
+    if saved is None:
+        return
+    current = sampler.state_dict(saved.get("step", 0))
+    changed = [k for k in ("seed", "num_samples", "global_batch") if saved.get(k) != current[k]]
+    if changed:
+        log.warning("the data stream differs from the checkpoint's (%s changed): the resumed run sees a different "
+                    "order of clips", ", ".join(changed))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signals and logging
+# ----------------------------------------------------------------------------------------------------------------
+
+class StopSignal:
+    """Within ``with``, SIGTERM and SIGINT set ``received`` instead of killing the process (a second one kills)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:  # asked twice: give up on the clean stop
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+        self.received = True
+        log.warning("received %s: finishing this step, then writing a checkpoint", signal.Signals(signum).name)
+
+    def __enter__(self) -> "StopSignal":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set from the main thread
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class MetricLogger:
+    """Rank 0's progress bar (loss, clips/s, ETA), TensorBoard scalars and ``metrics.jsonl``.
+
+    Every rank calls :meth:`log` (the loss is averaged over ranks there), only rank 0 writes.
+    """
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, info: DistInfo, start_step: int, resuming: bool) -> None:
+        self.primary, self.total = info.primary, cfg.run.steps
+        self.clips_per_step = per_device_batch(cfg.run, info.world_size) * info.world_size
+        self.start_step, self.start_time = start_step, time.perf_counter()
+        self.window_step, self.window_time = start_step, self.start_time
+        self.device = info.device
+        self.bar = self.writer = self.jsonl = None
+        if not self.primary:
+            return
+        self.metrics_path = run_dir / "metrics.jsonl"
+        if resuming:
+            truncate_metrics(self.metrics_path, start_step)
+        self.jsonl = open(self.metrics_path, "a")
+        if cfg.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step if resuming else None)
+        if cfg.run.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=cfg.run.steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def clips_per_s(self) -> float:
+        return self.clips_per_step * (self.window_step - self.start_step) / max(1e-9, self.window_time -
+                                                                                  self.start_time)
+
+    def log(self, state: dict[str, Any], losses: dict[str, torch.Tensor], grad_norm: torch.Tensor, lr: float,
+            info: DistInfo) -> dict[str, Any]:
+        """Averages the loss terms over ranks and records one row; returns it (on every rank)."""
+        names = sorted(losses)
+        values = all_reduce_mean(torch.stack([losses[n].detach().float() for n in names]))
+        now = time.perf_counter()
+        rate = self.clips_per_step * (state["step"] - self.window_step) / max(1e-9, now - self.window_time)
+        self.window_step, self.window_time = state["step"], now
+        row = {"step": state["step"], **{n: float(v) for n, v in zip(names, values.tolist())}, "lr": lr,
+               "grad_norm": float(grad_norm), "clips_per_s": rate, "samples_seen": state["samples_seen"],
+               "nonfinite_total": state["nonfinite_total"], "elapsed_s": now - self.start_time}
+        if self.device.type == "cuda":
+            row["max_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        if not self.primary:
+            return row
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and math.isfinite(value):
+                    self.writer.add_scalar(f"train/{key}", value, state["step"])
+        if self.bar is not None:
+            self.bar.update(state["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{rate:.1f}", lr=f"{lr:.2e}", refresh=False)
+        else:
+            log.info("step %d/%d loss %.4f lr %.3g %.1f clips/s", state["step"], self.total, row["loss"], lr, rate)
+        return row
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        self.bar = self.writer = self.jsonl = None
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drops the rows a killed run logged after the checkpoint it is resumed from (they will be logged again)."""
+    if not path.is_file():
+        return
+    from mmv.checkpoint import atomic_write_bytes
+
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
