@@ -163,6 +163,24 @@ class Vocabulary:
         return cls(words[2:])
 
 
+def count_words(texts: Iterable[str], stop_words: Iterable[str] = DEFAULT_STOP_WORDS) -> collections.Counter[str]:
+    """How many times each word occurs in ``texts`` (split with :func:`split_words`)."""
+    stop_words = frozenset(stop_words)
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        counts.update(split_words(text, stop_words))
+    return counts
+
+
+def vocabulary_from_counts(counts: collections.Counter[str] | dict[str, int], max_size: int = DEFAULT_VOCAB_SIZE,
+                           min_count: int = 1) -> Vocabulary:
+    """The ``max_size - 2`` most frequent words seen at least ``min_count`` times (ties in alphabetical order)."""
+    if max_size < 2:
+        raise ValueError(f"max_size must be >= 2 (the padding and unknown tokens), got {max_size}")
+    ranked = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda item: (-item[1], item[0]))
+    return Vocabulary(word for word, _ in ranked[:max_size - 2])
+
+
 def build_vocabulary(texts: Iterable[str], max_size: int = DEFAULT_VOCAB_SIZE, min_count: int = 1,
                      stop_words: Iterable[str] = DEFAULT_STOP_WORDS) -> Vocabulary:
     """Counts the words of a corpus and keeps the most frequent.
@@ -177,14 +195,7 @@ def build_vocabulary(texts: Iterable[str], max_size: int = DEFAULT_VOCAB_SIZE, m
         The vocabulary, most frequent word first; words equally frequent are in alphabetical order, so the result
         does not depend on the order of ``texts``.
     """
-    if max_size < 2:
-        raise ValueError(f"max_size must be >= 2 (the padding and unknown tokens), got {max_size}")
-    stop_words = frozenset(stop_words)
-    counts: collections.Counter[str] = collections.Counter()
-    for text in texts:
-        counts.update(split_words(text, stop_words))
-    ranked = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda item: (-item[1], item[0]))
-    return Vocabulary(word for word, _ in ranked[:max_size - 2])
+    return vocabulary_from_counts(count_words(texts, stop_words), max_size, min_count)
 
 
 class Tokenizer:
