@@ -139,6 +139,8 @@ def write_video(
     if audio_codec is not None:
         audio_stream = container.add_stream(audio_codec, rate=audio_rate)
         audio_stream.layout = "stereo" if audio_channels == 2 else "mono"
+        if audio_codec in ("aac", "libopus", "libmp3lame"):
+            audio_stream.bit_rate = 256000  # high enough that codec error does not hide timing errors
     frame_times = []
     if video_stream is not None:
         for i in range(num_frames):
@@ -172,7 +174,7 @@ def _default_pix_fmt(codec: str) -> str:
 
 def _lossless_options(codec: str) -> dict[str, str]:
     return {"libx264rgb": {"crf": "0"}, "libx264": {"qp": "0"}, "libvpx-vp9": {"lossless": "1"},
-            "mpeg4": {"qscale": "2"}}.get(codec, {})
+            "mpeg4": {"qmax": "2"}}.get(codec, {})
 
 
 def _is_lossless_yuv(codec: str, options: dict[str, str] | None) -> bool:
@@ -230,7 +232,7 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec
 
     Keys give a ``VideoSpec``: ``lossless_mp4`` (libx264rgb crf 0, 25 fps, AAC 48 kHz stereo, keyframe every 10),
     ``x264_2997_mkv`` (libx264 yuv444p qp 0, 29.97 fps, PCM 44.1 kHz stereo), ``vp9_webm`` (VP9 lossless, 12.5 fps,
-    Opus), ``mpeg4_avi`` (MPEG-4 part 2, 30 fps, PCM 48 kHz mono), ``odd_size_no_audio_mp4`` (97x61, 12.5 fps, no
+    Opus), ``mpeg4_avi`` (MPEG-4 part 2, 30 fps, PCM 22.05 kHz mono), ``odd_size_no_audio_mp4`` (97x61, 12.5 fps, no
     audio), ``vfr_mkv`` and ``vfr_mp4`` (variable frame rate, no audio), ``audio_only_m4a``. Keys give a ``Path``:
     ``empty_mp4`` (0 bytes), ``text_mp4`` (a text file), ``truncated_mp4`` (first half of an mp4 whose index is at the
     end), ``truncated_mkv`` (first 40% of a 4 s Matroska file; a ``VideoSpec`` of the intact file is
@@ -244,7 +246,7 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec
     files["vp9_webm"] = write_video(root / "vp9.webm", codec="libvpx-vp9", fps=12.5, num_frames=30, gop=8,
                                     audio_codec="libopus", audio_rate=48000)
     files["mpeg4_avi"] = write_video(root / "mpeg4.avi", codec="mpeg4", fps=30, num_frames=60, gop=12,
-                                     audio_codec="pcm_s16le", audio_rate=48000, audio_channels=1)
+                                     audio_codec="pcm_s16le", audio_rate=22050, audio_channels=1)
     files["odd_size_no_audio_mp4"] = write_video(root / "odd.mp4", codec="libx264", fps=12.5, num_frames=25,
                                                  width=97, height=61, audio_codec=None)
     files["vfr_mkv"] = write_video(root / "vfr.mkv", frame_times_ms=VFR_TIMES_MS, num_frames=len(VFR_TIMES_MS),

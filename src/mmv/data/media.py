@@ -13,20 +13,24 @@ Timing rules (see ``docs/data_decoding.md``):
   instants after the last frame repeat the last frame.
 * The audio span is ``[start, start + num_frames / fps)``, exactly ``round(num_frames / fps * audio_rate)`` samples.
 
-Threading: decoders run single-threaded by default (``threads=1``). FFmpeg's frame threading inside forked DataLoader
-workers is a known source of hangs, and it gives little for clip-sized decodes; parallelism comes from the workers.
-Every container is closed in a ``finally`` block, so repeated calls do not accumulate memory or file handles.
+Threading: decoders and the pixel-format converter run single-threaded by default (``threads=1``); parallelism comes
+from DataLoader workers. FFmpeg thread pools do not survive ``fork``: an FFmpeg object created in the parent and used
+or freed in a worker waits forever for threads that do not exist there (the known PyAV hang in DataLoader workers).
+So every container is opened and closed (in a ``finally`` block) within one call, and the one object kept between
+calls, the frame converter, is per process and per thread. Repeated calls do not accumulate memory or file handles.
 """
 from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "Clip",
@@ -218,7 +222,7 @@ def decode_clip(
         _configure_decoder(video, threads)
         targets = [origin + start + i / fps for i in range(num_frames)]
         size = _output_size(video.codec_context.width, video.codec_context.height, short_side)
-        frames = _read_video(container, video, targets, size, duration + origin, path)
+        frames = _read_video(container, video, targets, size, duration + origin, path, threads)
         audio_stream = _audio_stream(container)
         audio = None
         if with_audio and audio_stream is not None:
@@ -436,12 +440,37 @@ def _decoded_frames(container: av.container.InputContainer, stream: av.stream.St
             yield time, frame
 
 
+_THREAD_STATE = threading.local()
+_INHERITED_REFORMATTERS: list[VideoReformatter] = []
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's frame converter, in this process.
+
+    A reformatter keeps its swscale context between calls while sizes and formats stay the same;
+    ``frame.to_ndarray(format=...)`` builds a new context for every frame, which costs 10-20x the conversion itself
+    on small frames. One per thread, since a context must not be used by two threads at once, and a new one after a
+    fork: swscale's worker threads do not survive ``fork`` (DataLoader workers), and a context inherited from the
+    parent waits for them forever.
+    """
+    pid = os.getpid()
+    if getattr(_THREAD_STATE, "pid", None) != pid:
+        if hasattr(_THREAD_STATE, "reformatter"):
+            # NOTE: never free the parent's context here: freeing joins worker threads that do not exist in the child.
+            _INHERITED_REFORMATTERS.append(_THREAD_STATE.reformatter)
+        _THREAD_STATE.reformatter = VideoReformatter()
+        _THREAD_STATE.pid = pid
+    return _THREAD_STATE.reformatter
+
+
 class _FrameSelector:
     """Assigns decoded frames to target instants: target t gets the last frame whose time is <= t."""
 
-    def __init__(self, targets: list[float], size: tuple[int, int] | None) -> None:
+    def __init__(self, targets: list[float], size: tuple[int, int] | None, threads: int = 1) -> None:
         self.targets = targets
         self.size = size
+        self.threads = threads  # swscale threads (0: automatic, a pool per context)
+        self.reformatter = _reformatter()
         self.selected: list[np.ndarray] = []
         self.previous: tuple[float, av.VideoFrame] | None = None
         self.previous_array: np.ndarray | None = None
@@ -475,17 +504,17 @@ class _FrameSelector:
         return self.previous_array
 
     def _to_array(self, frame: av.VideoFrame) -> np.ndarray:
-        if self.size is None:
-            return frame.to_ndarray(format="rgb24")
-        width, height = self.size
-        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+        width, height = self.size if self.size is not None else (None, None)
+        rgb = self.reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="BILINEAR",
+                                        threads=self.threads)
+        return rgb.to_ndarray()
 
 
 def _select_frames(container: av.container.InputContainer, stream: av.stream.Stream, targets: list[float],
-                   size: tuple[int, int] | None, seek_time: float) -> _FrameSelector:
+                   size: tuple[int, int] | None, seek_time: float, threads: int = 1) -> _FrameSelector:
     """Seeks to ``seek_time`` and decodes forward until every target has its frame (or the stream ends)."""
     _seek(container, stream, seek_time)
-    selector = _FrameSelector(targets, size)
+    selector = _FrameSelector(targets, size, threads)
     for time, frame in _decoded_frames(container, stream):
         selector.push(time, frame)
         if selector.done:
@@ -495,13 +524,13 @@ def _select_frames(container: av.container.InputContainer, stream: av.stream.Str
 
 
 def _read_video(container: av.container.InputContainer, stream: av.stream.Stream, targets: list[float],
-                size: tuple[int, int] | None, end_time: float, path: str | os.PathLike) -> np.ndarray:
+                size: tuple[int, int] | None, end_time: float, path: str | os.PathLike, threads: int) -> np.ndarray:
     """Decodes the frames displayed at ``targets`` (absolute seconds) as a ``[T, H, W, 3]`` uint8 array."""
     origin = _origin(container)
     back_off = 0.0
     while True:
         seek_time = targets[0] - back_off
-        selector = _select_frames(container, stream, targets, size, seek_time)
+        selector = _select_frames(container, stream, targets, size, seek_time, threads)
         at_file_start = seek_time <= origin
         if selector.first_time is not None and (selector.first_time <= targets[0] + _TIME_TOLERANCE or at_file_start):
             break
