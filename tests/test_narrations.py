@@ -50,6 +50,9 @@ NOTE single line note
 
 01:02:03.004 --> 01:02:04.000 size:50%
 An hour later &lt;3
+
+01:02:05.000-->01:02:06.000
+no spaces around the arrow
 """
 
 
@@ -59,6 +62,7 @@ def test_webvtt_cues_settings_multiline_tags_notes(tmp_path):
         Narration(1.0, 3.5, "First line, second line & more"),
         Narration(3.5, 5.25, "Minutes and seconds only"),
         Narration(3723.004, 3724.0, "An hour later <3"),
+        Narration(3725.0, 3726.0, "no spaces around the arrow"),
     ]
 
 

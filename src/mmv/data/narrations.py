@@ -45,7 +45,7 @@ DEFAULT_NUM_NARRATIONS = 5
 CAPTION_EXTENSIONS = (".vtt", ".srt", ".csv", ".json")
 
 _TIMESTAMP = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$")
-_TIMING_LINE = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)(.*)$")
+_TIMING_LINE = re.compile(r"^\s*([^\s-]+)\s*-->\s*(\S+)(.*)$")
 _TAG = re.compile(r"<[^>]*>")
 _ASS_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # SRT files converted from ASS keep {\an8}-style overrides
 _INLINE_TIMESTAMP = re.compile(r"<\d+:\d{2}(?::\d{2})?[.,]\d{3}>")
