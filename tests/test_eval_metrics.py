@@ -173,3 +173,11 @@ def test_published_c_and_selection():
     x = np.c_[y * 2.0 + rng.normal(size=100) * 0.3, rng.normal(size=(100, 5))]
     best, scores = select_c(x, y, grid=(1e-3, 1.0))
     assert set(scores) == {1e-3, 1.0} and best in scores and max(scores.values()) == 100.0
+
+
+def test_tie_tolerance_counts_near_equal_scores_as_ties():
+    sim = np.array([[0.5, 0.5 + 1e-9, 0.4]])
+    assert retrieval_ranks(sim, [0], ties="pessimistic")[0] == 2  # strictly higher without tolerance
+    assert retrieval_ranks(sim, [0], ties="optimistic")[0] == 2
+    assert retrieval_ranks(sim, [0], ties="optimistic", atol=1e-6)[0] == 1  # a tie with tolerance
+    assert retrieval_ranks(sim, [0], ties="pessimistic", atol=1e-6)[0] == 2

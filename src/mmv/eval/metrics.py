@@ -44,7 +44,7 @@ def _positive_mask(positives: np.ndarray | Sequence[int], shape: tuple[int, int]
 
 
 def retrieval_ranks(
-    similarity: np.ndarray, positives: np.ndarray | Sequence[int], ties: TieMode = "pessimistic"
+    similarity: np.ndarray, positives: np.ndarray | Sequence[int], ties: TieMode = "pessimistic", atol: float = 0.0
 ) -> np.ndarray:
     """1-based rank of the best-scoring correct candidate for each query.
 
@@ -54,7 +54,8 @@ def retrieval_ranks(
     Args:
         similarity: ``[Nq, Nc]`` scores, higher is more similar.
         positives: the correct candidate per query as ``[Nq]`` column indices, or an ``[Nq, Nc]`` boolean mask.
-        ties: how a negative scoring exactly the same as the best positive counts (see module docstring).
+        ties: how a negative scoring the same as the best positive counts (see module docstring).
+        atol: scores within ``atol`` of the best positive count as ties (default: exact ties only).
 
     Returns:
         ``[Nq]`` float ranks (integers except for ``ties="average"``).
@@ -67,8 +68,8 @@ def retrieval_ranks(
     mask = _positive_mask(positives, similarity.shape)
     best_positive = np.where(mask, similarity, -np.inf).max(axis=1, keepdims=True)  # [Nq, 1]
     negatives = ~mask
-    greater = (negatives & (similarity > best_positive)).sum(axis=1)
-    tied = (negatives & (similarity == best_positive)).sum(axis=1)
+    greater = (negatives & (similarity > best_positive + atol)).sum(axis=1)
+    tied = (negatives & (np.abs(similarity - best_positive) <= atol)).sum(axis=1)
     if ties == "optimistic":
         return 1.0 + greater
     if ties == "pessimistic":

@@ -57,6 +57,9 @@ class RetrievalConfig:
         audio_rate: sample rate of the audio windows (same span as the video windows).
         mel_config: a :class:`mmv.data.audio.MelConfig`; None: the paper's settings at ``audio_rate``.
         ties: ``pessimistic``, ``optimistic`` or ``average`` (see :mod:`mmv.eval.metrics`).
+        tie_atol: cosine similarities closer than this count as tied. Default 0 (exact ties only). Note that on
+            CPU the same clip embedded in batches of different composition can differ by ~1e-5 (oneDNN picks
+            algorithms per batch shape); ``batch_size=1`` makes embeddings bit-reproducible.
         match: ``instance`` (a caption's own clip is the only correct one) or ``label`` (every clip with the
             caption's label is correct; the demo corpus, whose narrations name the class only).
         batch_size: clips per forward pass.
@@ -68,6 +71,7 @@ class RetrievalConfig:
     audio_rate: int = 48000
     mel_config: Any = None
     ties: str = "pessimistic"
+    tie_atol: float = 0.0
     match: str = "instance"
     batch_size: int = 8
     num_workers: int = 0
@@ -168,7 +172,7 @@ def evaluate_retrieval(
             results[direction] = {"num_queries": 0, "note": f"not available for this model: {err}"}
             continue
         keep = q_present & c_present & video_present
-        results[direction] = _score(queries[keep], candidates[keep], groups[keep], cfg.ties)
+        results[direction] = _score(queries[keep], candidates[keep], groups[keep], cfg.ties, cfg.tie_atol)
         results[direction]["dropped_clips"] = int((~keep).sum())
         results[direction]["clip_index"] = np.flatnonzero(keep).tolist()  # the clip of each query/candidate
     return {"task": "zero-shot retrieval", "num_clips": len(clips), "directions": results,
@@ -185,12 +189,25 @@ def _groups(clips: Sequence[CaptionedClip], match: str, labels: Sequence[int] | 
     raise ValueError(f"match must be 'instance' or 'label', got {match!r}")
 
 
-def _score(queries: np.ndarray, candidates: np.ndarray, groups: np.ndarray, ties: str) -> dict[str, Any]:
+def pairwise_dot(queries: np.ndarray, candidates: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``[Nq, Nc]`` float64 dot products, each pair summed in the same order.
+
+    A BLAS matrix product sums different output columns in different orders (blocked kernels), so two identical
+    candidates can get scores that differ in the last bit, which turns exact ties into arbitrary wins. Summing
+    each product vector along the feature axis makes identical embeddings score identically.
+    """
+    q, c = queries.astype(np.float64), candidates.astype(np.float64)
+    return np.concatenate([(q[i:i + chunk, None, :] * c[None, :, :]).sum(axis=-1)
+                           for i in range(0, len(q), chunk)]) if len(q) else np.zeros((0, len(c)))
+
+
+def _score(queries: np.ndarray, candidates: np.ndarray, groups: np.ndarray, ties: str,
+           atol: float) -> dict[str, Any]:
     if len(queries) == 0:
         return {"num_queries": 0, "note": "no clip has every modality this direction needs"}
-    similarity = queries @ candidates.T
+    similarity = pairwise_dot(queries, candidates)
     positives = groups[:, None] == groups[None, :]
-    ranks = retrieval_ranks(similarity, positives, ties=ties)
+    ranks = retrieval_ranks(similarity, positives, ties=ties, atol=atol)
     out = retrieval_metrics(ranks)
     out["num_candidates"] = int(len(candidates))
     out["chance"] = retrieval_chance(len(candidates), positives.sum(axis=1))
