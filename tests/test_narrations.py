@@ -139,8 +139,9 @@ def test_write_webvtt_round_trip(tmp_path):
     path = tmp_path / "out.vtt"
     write_webvtt(narrations, path)
     assert path.read_text(encoding="utf-8").startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\n")
-    assert read_narrations(path) == [Narration(0.0, 1.25, "salt & pepper <to taste>"),
-                                     Narration(2.0, 2.0, "spaces and a newline"), Narration(3599.999, 3601.5, "an hour")]
+    assert read_narrations(path) == [
+        Narration(0.0, 1.25, "salt & pepper <to taste>"), Narration(2.0, 2.0, "spaces and a newline"),
+        Narration(3599.999, 3601.5, "an hour")]
     assert [p.name for p in tmp_path.iterdir()] == ["out.vtt"]  # no temporary file left behind
 
 
@@ -227,7 +228,8 @@ def test_howto100m_csv(tmp_path):
     text = (",start,end,text\n0,0.0,3.5,\"first, we cut\"\n1,3.5,7.25,then fry\n2,7.25,9.0,\n"
             "3,9.0,12.0,nan\n4,12,13.5,\"a \"\"quoted\"\" word\"\n")
     assert read_narrations(_write(tmp_path / "v.csv", text)) == [
-        Narration(0.0, 3.5, "first, we cut"), Narration(3.5, 7.25, "then fry"), Narration(12.0, 13.5, 'a "quoted" word')]
+        Narration(0.0, 3.5, "first, we cut"), Narration(3.5, 7.25, "then fry"),
+        Narration(12.0, 13.5, 'a "quoted" word')]
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -321,7 +323,8 @@ def test_select_narrations_matches_brute_force():
 
         # Narrations equal in (distance, start) are interchangeable for the contract; beyond it the order is by end.
         assert keys(got) == keys(expected), (trial, narrations, clip_start, clip_end, k, max_distance)
-        assert [(key, n.end) for key, n in zip(keys(got), got)] == sorted((key, n.end) for key, n in zip(keys(got), got))
+        ranked = [(key, n.end) for key, n in zip(keys(got), got)]
+        assert ranked == sorted(ranked)
         assert len(got) == len(set(map(id, got)))
 
 

@@ -132,7 +132,8 @@ def _write_binary(path, words, vectors, newline=True):
     with opener(path, "wb") as f:
         f.write(f"{len(words)} {vectors.shape[1]}\n".encode())
         for word, vector in zip(words, vectors):
-            f.write(word.encode("utf-8") + b" " + struct.pack(f"<{len(vector)}f", *vector) + (b"\n" if newline else b""))
+            f.write(word.encode("utf-8") + b" " + struct.pack(f"<{len(vector)}f", *vector))
+            f.write(b"\n" if newline else b"")
 
 
 def _write_text(path, words, vectors, header=True):
@@ -225,3 +226,33 @@ def test_word_vector_errors(tmp_path):
         load_word_vectors(tmp_path / "v.npy", VOCAB)
     with pytest.raises(FileNotFoundError):
         load_word_vectors(tmp_path / "none.bin", VOCAB)
+
+
+# ----------------------------------------------------------------------------------------------------- mmv vocab
+
+
+def test_vocab_command_reads_every_corpus_format(tmp_path, capsys):
+    from mmv.cli.main import main
+
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "a.vtt").write_text("WEBVTT\n\n00:01.000 --> 00:02.000\nCut the onions\n", encoding="utf-8")
+    (corpus / "b.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nfry the onions\n", encoding="utf-8")
+    (corpus / "sub" / "c.csv").write_text("start,end,text\n0,1,garlic garlic\n", encoding="utf-8")
+    (corpus / "sub" / "raw.json").write_text(json.dumps({"v1": {"start": [0], "end": [1], "text": ["add salt"]},
+                                                         "v2": {"start": [0], "end": [1], "text": ["add garlic"]}}))
+    (corpus / "bad.vtt").write_text("not a caption file", encoding="utf-8")
+    (corpus / "ignored.md").write_text("words that are not read", encoding="utf-8")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Onions, garlic!\npepper\n", encoding="utf-8")
+    out = corpus / "vocab.txt"  # inside the corpus: must not be read back as text on a second run
+    for _ in range(2):
+        assert main(["vocab", str(corpus), str(extra), "--out", str(out), "--min-count", "1"]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (summary["files"], summary["failed"], summary["sentences"]) == (6, 1, 7)
+    texts = ["Cut the onions", "fry the onions", "garlic garlic", "add salt", "add garlic", "Onions, garlic!", "pepper"]
+    assert Vocabulary.load(out) == build_vocabulary(texts)
+    assert summary["failures"] == {"NarrationError": [str(corpus / "bad.vtt")]}
+    assert summary["token_coverage"] == 1.0 and summary["vocabulary_size"] == len(build_vocabulary(texts))
+    assert main(["vocab", str(corpus), "--out", str(tmp_path / "small.txt"), "--max-size", "3"]) == 0
+    assert Vocabulary.load(tmp_path / "small.txt").words == ["<pad>", "<unk>", "garlic"]

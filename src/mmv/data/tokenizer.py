@@ -113,7 +113,7 @@ class Vocabulary:
         return self._words[index]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the vocabulary atomically: ``.json`` as ``{word: id}``, otherwise one word per line (line i = id i)."""
+        """Writes the vocabulary atomically: ``.json`` as ``{word: id}``, else one word per line (line i = id i)."""
         if Path(path).suffix.lower() == ".json":
             atomic_write_text(path, json.dumps(self._ids, ensure_ascii=False, indent=0) + "\n")
         else:
