@@ -283,7 +283,9 @@ class WhisperBackend(ASRBackend):
             segments, _ = self._model.transcribe(waveform, language=self.language, **self.options)
             raw = [(s.start, s.end, s.text) for s in segments]
         else:
-            result = self._model.transcribe(waveform, language=self.language, fp16=False, **self.options)
+            # NOTE: fp16 off unless asked for: OpenAI's package warns and falls back to fp32 on CPU anyway.
+            options = {"fp16": False, **self.options}
+            result = self._model.transcribe(waveform, language=self.language, **options)
             raw = [(s["start"], s["end"], s["text"]) for s in result["segments"]]
         duration = len(waveform) / ASR_SAMPLE_RATE
         narrations = []
