@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._registry import register_backbone
-from .layers import Conv2dSame, MaxPoolSame, batch_norm
+from .layers import Conv2dSame, MaxPoolSame, batch_norm, conv_bn
 
 BLOCKS_PER_DEPTH = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -42,10 +42,10 @@ class BottleneckBlockV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = torch.relu(self.bn_0(x))
         shortcut = self.shortcut_conv(preact) if self.shortcut_conv is not None else x
-        net = self.convs[0](preact)
-        for bn, conv in zip(self.bns, self.convs[1:]):
-            net = conv(torch.relu(bn(net)))
-        return shortcut + net
+        net = preact
+        for conv, bn in zip(self.convs[:-1], self.bns):
+            net = torch.relu(conv_bn(conv, bn, net))
+        return shortcut + self.convs[-1](net)
 
 
 class BasicBlockV2(nn.Module):
@@ -62,8 +62,8 @@ class BasicBlockV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = torch.relu(self.bn_0(x))
         shortcut = self.shortcut_conv(preact) if self.shortcut_conv is not None else x
-        net = self.convs[1](torch.relu(self.bns[0](self.convs[0](preact))))
-        return shortcut + net
+        net = torch.relu(conv_bn(self.convs[0], self.bns[0], preact))
+        return shortcut + self.convs[1](net)
 
 
 class AudioResNetV2(nn.Module):

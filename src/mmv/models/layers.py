@@ -44,7 +44,8 @@ def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
 
 
 class _SameConvNd(nn.Module):
-    """Conv with 'SAME' padding; symmetric paddings go to the conv itself (cheaper), asymmetric ones to F.pad."""
+    """Conv with 'SAME' padding. Symmetric pads go to the convolution itself (no copy); asymmetric ones (even kernels,
+    strides) go through F.pad first."""
 
     conv_cls: type[nn.Module]
     ndim: int
@@ -70,8 +71,17 @@ class _SameConvNd(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.conv.bias
 
+    def conv_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The 'SAME' convolution of ``x`` with the given weight and bias (used by the BN-folded inference path)."""
+        spatial = x.shape[-self.ndim:]
+        pads = [same_padding(int(n), k, s) for n, k, s in zip(spatial, self.kernel_size, self.stride)]
+        conv_fn = F.conv3d if self.ndim == 3 else F.conv2d
+        if all(before == after for before, after in pads):
+            return conv_fn(x, weight, bias, self.stride, [before for before, _ in pads])
+        return conv_fn(pad_same(x, self.kernel_size, self.stride), weight, bias, self.stride)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(pad_same(x, self.kernel_size, self.stride))
+        return self.conv_with(x, self.conv.weight, self.conv.bias)
 
 
 class Conv2dSame(_SameConvNd):
@@ -84,8 +94,28 @@ class Conv3dSame(_SameConvNd):
     ndim = 3
 
 
+def conv_bn(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))``; at inference the BN is folded into the convolution's weight and bias (one pass, no BN).
+
+    Folding changes results only by float rounding (about 1e-7 relative). In training mode, or when the BN has no
+    running statistics, the two ops run as they are, so batch statistics and running averages behave as usual.
+    """
+    if bn.training or bn.running_mean is None:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    weight = conv.conv.weight * scale.reshape(-1, *([1] * (conv.conv.weight.ndim - 1)))
+    bias = bn.bias - bn.running_mean * scale
+    if conv.conv.bias is not None:
+        bias = bias + conv.conv.bias * scale
+    return conv.conv_with(x, weight, bias)
+
+
 class MaxPoolSame(nn.Module):
-    """Max pool with 'SAME' padding: XLA pads with -inf, so padded cells never win."""
+    """Max pool with 'SAME' padding (XLA pads with -inf, so padded cells never win).
+
+    Computed separably, one axis at a time, as the maximum of shifted strided slices: a max over a box is the max
+    of per-axis maxima, and on CPU this is several times faster than ``max_pool3d`` for the 3x3x3 pools of S3D-G.
+    """
 
     def __init__(self, kernel_size: Sequence[int], stride: Sequence[int]) -> None:
         super().__init__()
@@ -93,9 +123,25 @@ class MaxPoolSame(nn.Module):
         self.stride = tuple(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_same(x, self.kernel_size, self.stride, value=float("-inf"))
-        pool = F.max_pool3d if len(self.kernel_size) == 3 else F.max_pool2d
-        return pool(x, self.kernel_size, self.stride)
+        first_axis = x.ndim - len(self.kernel_size)
+        for offset, (k, s) in enumerate(zip(self.kernel_size, self.stride)):
+            if k == 1 and s == 1:
+                continue
+            dim = first_axis + offset
+            n = x.shape[dim]
+            before, after = same_padding(n, k, s)
+            if before or after:
+                pad = [0, 0] * (x.ndim - dim - 1) + [before, after]
+                x = F.pad(x, pad, value=float("-inf"))
+            out = -(-n // s)
+            index = [slice(None)] * x.ndim
+            result = None
+            for j in range(k):
+                index[dim] = slice(j, j + (out - 1) * s + 1, s)
+                window = x[tuple(index)]
+                result = window if result is None else torch.maximum(result, window)
+            x = result
+        return x
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=SAME"

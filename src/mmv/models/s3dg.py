@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._registry import register_backbone
-from .layers import Conv3dSame, MaxPoolSame, batch_norm
+from .layers import Conv3dSame, MaxPoolSame, batch_norm, conv_bn
 
 # Output channels of the six convolutions of each Inception block:
 # (branch0 1x1, branch1 1x1, branch1 3x3, branch2 1x1, branch2 3x3, branch3 1x1 after the max pool).
@@ -87,7 +87,7 @@ class SUnit3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, bn in zip(self.convs, self.bns):
-            x = torch.relu(bn(conv(x)))
+            x = torch.relu(conv_bn(conv, bn, x))
         if self.gating is not None:
             x = self.gating(x)
         return x

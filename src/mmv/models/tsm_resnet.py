@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ._registry import register_backbone
-from .layers import Conv2dSame, MaxPoolSame, batch_norm
+from .layers import Conv2dSame, MaxPoolSame, batch_norm, conv_bn
 
 BLOCKS_PER_DEPTH = {18: (2, 2, 2, 2), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -68,9 +68,9 @@ class TSMBottleneckBlock(nn.Module):
         shortcut = self.shortcut_conv(preact) if self.shortcut_conv is not None else x
         if self.shift_fraction:
             preact = temporal_shift(preact, num_frames, self.shift_fraction)
-        residual = self.conv_0(preact)
-        residual = self.conv_1(torch.relu(self.bn_1(residual)))
-        residual = self.conv_2(torch.relu(self.bn_2(residual)))
+        residual = torch.relu(conv_bn(self.conv_0, self.bn_1, preact))
+        residual = torch.relu(conv_bn(self.conv_1, self.bn_2, residual))
+        residual = self.conv_2(residual)
         return shortcut + residual
 
 
