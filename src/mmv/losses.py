@@ -142,11 +142,21 @@ def _row_chunks(num_rows: int, row_elements: int) -> list[slice]:
     return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
 
 
-class _BagLogSumExp(torch.autograd.Function):
-    """``out[m, n] = log sum_{k: mask[n, k]} exp(queries[m] . bags[n, k] * scale)``; -inf for an empty bag.
+def _excluded(dtype: torch.dtype) -> float:
+    """The score that stands for "not in the sum": exp() of it minus any real score is exactly 0.
 
-    The full ``[M, N, K]`` score tensor is never held: scores are made for a chunk of query rows at a time, reduced
-    over K, and recomputed chunk by chunk in backward. Memory is the ``[M, N]`` output plus one bounded chunk,
+    A finite value rather than -inf, so that a log-sum-exp over only excluded entries (a sample without text)
+    stays finite and its gradient is 0 rather than nan; real scores are bounded by 1 / temperature.
+    """
+    return torch.finfo(dtype).min / 4
+
+
+class _BagLogSumExp(torch.autograd.Function):
+    """``out[m, n] = log sum_{k: mask[n, k]} exp(queries[m] . bags[n, k] * scale)``; ``_excluded`` for an empty bag.
+
+    The full ``[M, N, K]`` score tensor is held only when it fits in one chunk (``_CHUNK_ELEMENTS``); then its
+    softmax weights are kept for backward. Otherwise scores are made for a chunk of query rows at a time, reduced
+    over K, and recomputed chunk by chunk in backward, so memory is the ``[M, N]`` output plus one bounded chunk,
     where autograd through a vectorised version keeps several ``[M, N, K]`` tensors alive for backward.
     """
 
@@ -155,36 +165,55 @@ class _BagLogSumExp(torch.autograd.Function):
         num_bags, bag_size, dim = bags.shape
         flat_bags = bags.reshape(num_bags * bag_size, dim)
         scaled_queries = queries * scale  # scaling [M, D] rather than every [c, N, K] chunk
+        mask_bias = _mask_bias(bag_mask, queries.dtype)
+        excluded = _excluded(queries.dtype)
         out = queries.new_empty(queries.shape[0], num_bags)  # [M, N]
-        for rows in _row_chunks(queries.shape[0], num_bags * bag_size):
-            scores = (scaled_queries[rows] @ flat_bags.T).view(-1, num_bags, bag_size)  # [c, N, K]
-            out[rows] = torch.logsumexp(scores.masked_fill_(~bag_mask, float("-inf")), dim=2)
-        ctx.scale = scale
-        ctx.save_for_backward(queries, bags, bag_mask, out)
+        chunks = _row_chunks(queries.shape[0], num_bags * bag_size)
+        for rows in chunks:
+            scores = torch.addmm(mask_bias, scaled_queries[rows], flat_bags.T).view(-1, num_bags, bag_size)
+            bag_max = scores.amax(dim=2).clamp_(min=excluded)  # [c, N]; finite for empty bags too
+            exp_scores = scores.sub_(bag_max[:, :, None]).exp_()  # [c, N, K], 0 for masked members
+            bag_sum = exp_scores.sum(dim=2)
+            out[rows] = bag_sum.log().add_(bag_max)
+        out.clamp_(min=excluded)  # empty bags: log(0) = -inf -> excluded
+        # One chunk: keep the softmax weights within each bag (in the scores' memory) for backward.
+        ctx.scale, ctx.chunks, ctx.keeps_weights = scale, chunks, len(chunks) == 1
+        weights = None
+        if ctx.keeps_weights:
+            weights = exp_scores.div_(bag_sum.clamp_(min=torch.finfo(bag_sum.dtype).tiny)[:, :, None])
+        ctx.save_for_backward(queries, bags, bag_mask, out, weights)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        queries, bags, bag_mask, out = ctx.saved_tensors
+        queries, bags, bag_mask, out, saved_weights = ctx.saved_tensors
         num_bags, bag_size, dim = bags.shape
         flat_bags = bags.reshape(num_bags * bag_size, dim)
-        # NOTE: empty bags have out = -inf and all-masked scores; shifting them by 0 keeps exp(-inf) = 0, not nan.
-        out_finite = out.masked_fill(out == float("-inf"), 0.0)
         grad_queries = torch.empty_like(queries) if ctx.needs_input_grad[0] else None
         grad_bags = torch.zeros_like(flat_bags) if ctx.needs_input_grad[1] else None
         scaled_queries = queries * ctx.scale
-        for rows in _row_chunks(queries.shape[0], num_bags * bag_size):
-            scores = (scaled_queries[rows] @ flat_bags.T).view(-1, num_bags, bag_size)  # [c, N, K]
-            scores.masked_fill_(~bag_mask, float("-inf"))
-            # d out[m, n] / d score[m, n, k] is the softmax weight of member k within bag n; masked members get 0.
-            weights = scores.sub_(out_finite[rows, :, None]).exp_()
-            grad_scores = weights.mul_(grad_out[rows, :, None] * ctx.scale).view(-1, num_bags * bag_size)
+        mask_bias = None if ctx.keeps_weights else _mask_bias(bag_mask, queries.dtype)
+        grad_out = (grad_out * ctx.scale).contiguous()  # [M, N]; it often arrives transposed: slow broadcasts
+        for rows in ctx.chunks:
+            # d out[m, n] / d score[m, n, k] is the softmax weight of member k within bag n (masked: 0)
+            if ctx.keeps_weights:
+                weights = saved_weights * grad_out[:, :, None]  # out of place: keep the saved weights intact
+            else:
+                scores = torch.addmm(mask_bias, scaled_queries[rows], flat_bags.T).view(-1, num_bags, bag_size)
+                weights = scores.sub_(out[rows, :, None]).exp_().mul_(grad_out[rows, :, None])
+            grad_scores = weights.view(-1, num_bags * bag_size)  # d loss / d (q . b), [c, N * K]
             if grad_queries is not None:
                 grad_queries[rows] = grad_scores @ flat_bags
             if grad_bags is not None:
                 grad_bags.addmm_(grad_scores.T, queries[rows])
         return grad_queries, None if grad_bags is None else grad_bags.view_as(bags), None, None
+
+
+def _mask_bias(bag_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[N * K]``: 0 for real bag members, -inf for padding; added to the scores inside the matmul."""
+    bias = torch.zeros(bag_mask.numel(), dtype=dtype, device=bag_mask.device)
+    return bias.masked_fill_(~bag_mask.reshape(-1), float("-inf"))
 
 
 def _bag_logsumexp(queries: Tensor, bags: Tensor, bag_mask: Tensor, temperature: float) -> Tensor:
@@ -203,7 +232,7 @@ def _bag_logsumexp(queries: Tensor, bags: Tensor, bag_mask: Tensor, temperature:
 # The contrastive loss shared by NCE and MIL-NCE
 # ----------------------------------------------------------------------------------------------------------------
 
-def _check_inputs(queries: Tensor, bags: Tensor, bag_mask: Tensor, query_mask: Tensor, temperature: float,
+def _check_inputs(queries: Tensor, bags: Tensor, bag_mask: Tensor, query_mask: Tensor | None, temperature: float,
                   direction: str) -> None:
     if queries.ndim != 2:
         raise ValueError(f"expected query embeddings [B, D], got shape {tuple(queries.shape)}")
@@ -213,7 +242,7 @@ def _check_inputs(queries: Tensor, bags: Tensor, bag_mask: Tensor, query_mask: T
     if bag_mask.shape != bags.shape[:2] or bag_mask.dtype != torch.bool:
         raise ValueError(f"expected a bool mask of shape {tuple(bags.shape[:2])}, got {bag_mask.dtype} "
                          f"{tuple(bag_mask.shape)}")
-    if query_mask.shape != queries.shape[:1] or query_mask.dtype != torch.bool:
+    if query_mask is not None and (query_mask.shape != queries.shape[:1] or query_mask.dtype != torch.bool):
         raise ValueError(f"expected a bool mask of shape {tuple(queries.shape[:1])}, got {query_mask.dtype} "
                          f"{tuple(query_mask.shape)}")
     if not temperature > 0:
@@ -226,7 +255,7 @@ def _contrastive_loss(
     queries: Tensor,
     bags: Tensor,
     bag_mask: Tensor,
-    query_mask: Tensor,
+    query_mask: Tensor | None,
     *,
     temperature: float,
     direction: str,
@@ -235,7 +264,11 @@ def _contrastive_loss(
     rank: int,
     world_size: int,
 ) -> Tensor:
-    """MIL-NCE of queries ``[B, D]`` against bags of positives ``[B, K, D]`` (NCE when K = 1); see the module doc."""
+    """MIL-NCE of queries ``[B, D]`` against bags of positives ``[B, K, D]`` (NCE when K = 1); see the module doc.
+
+    Works on ``[R, N]`` matrices of bag log-sum-exps: R rows (this rank's samples under local loss, else all) by
+    the N = world_size * B samples of the global batch.
+    """
     _check_inputs(queries, bags, bag_mask, query_mask, temperature, direction)
     compute_dtype = torch.promote_types(queries.dtype, torch.float32)
     # NOTE: normalisation, scores and log-sum-exps run in float32 (at least) even under autocast.
@@ -244,52 +277,49 @@ def _contrastive_loss(
         b_local = F.normalize(bags.to(compute_dtype), dim=-1)  # [B, K, D]
         q_all, b_all, qm_all, bm_all = gather_features(
             q_local, b_local, query_mask, bag_mask, rank=rank, world_size=world_size,
-            gather_with_grad=gather_with_grad)  # [N, D], [N, K, D], [N], [N, K] with N = world_size * B
-        has_term_all = qm_all & bm_all.any(dim=1)  # [N]
-        num_terms = has_term_all.sum()
+            gather_with_grad=gather_with_grad)  # [N, D], [N, K, D], [N] or None, [N, K]
+        has_term_all = bm_all.any(dim=1) if qm_all is None else bm_all.any(dim=1) & qm_all  # [N]
 
         if world_size > 1 and local_loss:
             batch = q_local.shape[0]
             offset = rank * batch
             has_term = has_term_all[offset:offset + batch]
-            q_to_bags = _bag_logsumexp(q_local, b_all, bm_all, temperature)  # [B, N]: own videos, all bags
+            q_to_bags = _bag_logsumexp(q_local, b_all, bm_all, temperature)  # [B, N]: own queries, all bags
             bags_to_q = None
             if direction != "v2x":
-                bags_to_q = _bag_logsumexp(q_all, b_local, bag_mask, temperature).T  # [B, N]: own bags, all videos
+                bags_to_q = _bag_logsumexp(q_all, b_local, bag_mask, temperature).T  # [B, N]: own bags, all queries
         else:
             offset, has_term = 0, has_term_all
             q_to_bags = _bag_logsumexp(q_all, b_all, bm_all, temperature)  # [N, N]
             bags_to_q = q_to_bags.T
 
+        excluded = _excluded(compute_dtype)
         rows = torch.arange(q_to_bags.shape[0], device=queries.device)
-        is_positive = torch.arange(q_to_bags.shape[1], device=queries.device)[None, :] == (rows + offset)[:, None]
         positive = q_to_bags[rows, rows + offset]  # log sum_{k in P(i)} s(v_i, t_ik)
-        if bags_to_q is not None:
-            bags_to_q = bags_to_q.masked_fill(~qm_all[None, :], float("-inf"))  # absent queries are no negatives
-
-        row_loss = _row_losses(q_to_bags, bags_to_q, positive, is_positive, has_term, direction)
+        if bags_to_q is not None and qm_all is not None:
+            bags_to_q = bags_to_q.masked_fill(~qm_all[None, :], excluded)  # absent queries are no negatives
+        row_loss = _row_losses(q_to_bags, bags_to_q, positive, offset, direction, excluded)  # [R]
         # Under local loss each rank holds 1/world_size of the rows; DDP divides the summed gradients by
         # world_size, so scale by world_size here to make the averaged gradients those of the global mean.
         rows_share = q_all.shape[0] / q_to_bags.shape[0]
-        return row_loss.sum() * rows_share / num_terms.clamp(min=1).to(compute_dtype)
+        num_terms = has_term_all.sum().clamp(min=1).to(compute_dtype)
+        # Rows without a term are finite (see _excluded) and multiplied by 0: no value, zero gradient.
+        return (row_loss * has_term).sum() * rows_share / num_terms
 
 
-def _row_losses(q_to_bags: Tensor, bags_to_q: Tensor | None, positive: Tensor, is_positive: Tensor,
-                has_term: Tensor, direction: str) -> Tensor:
-    """Per-row ``-log(positive / denominator)``, exactly 0 (with finite gradients) for rows without a term."""
-
-    def nll(logits: Tensor) -> Tensor:
-        # NOTE: rows without a term may be all -inf; zero them *before* logsumexp so backward stays finite.
-        logits = torch.where(has_term[:, None], logits, 0.0)
-        loss = torch.logsumexp(logits, dim=1) - torch.where(has_term, positive, 0.0)
-        return torch.where(has_term, loss, 0.0)
-
+def _row_losses(q_to_bags: Tensor, bags_to_q: Tensor | None, positive: Tensor, offset: int, direction: str,
+                excluded: float) -> Tensor:
+    """``-log(positive / denominator)`` for each of the R rows; the denominators are in the module doc."""
     if direction == "v2x":
-        return nll(q_to_bags)
+        return torch.logsumexp(q_to_bags, dim=1) - positive
     if direction == "symmetric":
-        return 0.5 * (nll(q_to_bags) + nll(bags_to_q))
-    # joint: the positives are already in q_to_bags; drop their second copy from the transposed block
-    return nll(torch.cat([q_to_bags, bags_to_q.masked_fill(is_positive, float("-inf"))], dim=1))
+        return 0.5 * (torch.logsumexp(q_to_bags, dim=1) + torch.logsumexp(bags_to_q, dim=1)) - positive
+    # joint: the positives are already in q_to_bags; drop their second copy from the other videos' scores
+    rows = torch.arange(q_to_bags.shape[0], device=q_to_bags.device)
+    is_positive = torch.zeros_like(bags_to_q, dtype=torch.bool)
+    is_positive[rows, rows + offset] = True
+    other_videos = bags_to_q.masked_fill(is_positive, excluded)
+    return torch.logaddexp(torch.logsumexp(q_to_bags, dim=1), torch.logsumexp(other_videos, dim=1)) - positive
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -330,9 +360,8 @@ def nce_loss(
         raise ValueError(f"expected audio embeddings [B, D], got shape {tuple(audio.shape)}")
     if audio_mask is None:
         audio_mask = torch.ones(audio.shape[0], dtype=torch.bool, device=audio.device)
-    video_mask = torch.ones(video.shape[0], dtype=torch.bool, device=video.device)
     return _contrastive_loss(
-        video, audio[:, None], audio_mask.reshape(-1, 1), video_mask, temperature=temperature, direction=direction,
+        video, audio[:, None], audio_mask.reshape(-1, 1), None, temperature=temperature, direction=direction,
         local_loss=local_loss, gather_with_grad=gather_with_grad, rank=rank, world_size=world_size)
 
 
@@ -374,8 +403,6 @@ def mil_nce_loss(
         text_mask = None if text_mask is None else text_mask.reshape(-1, 1)
     if text_mask is None:
         text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
-    if video_mask is None:
-        video_mask = torch.ones(video.shape[0], dtype=torch.bool, device=video.device)
     return _contrastive_loss(
         video, text, text_mask, video_mask, temperature=temperature, direction=direction, local_loss=local_loss,
         gather_with_grad=gather_with_grad, rank=rank, world_size=world_size)
