@@ -159,6 +159,13 @@ def test_write_webvtt_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.vtt"]
 
 
+def test_timestamps_are_the_nearest_float_to_the_written_decimal(tmp_path):
+    text = "WEBVTT\n\n" + "".join(f"00:00:{ms // 1000:02d}.{ms % 1000:03d} --> 01:00:00.000\nx\n\n"
+                                   for ms in range(0, 60000, 7))
+    narrations = read_narrations(_write(tmp_path / "many.vtt", text))
+    assert [n.start for n in narrations] == [float(f"{ms / 1000:.3f}") for ms in range(0, 60000, 7)]
+
+
 def test_format_timestamp():
     assert format_timestamp(0) == "00:00:00.000"
     assert format_timestamp(61.5) == "00:01:01.500"

@@ -176,7 +176,9 @@ def _parse_timestamp(value: str, path: str | os.PathLike, line_number: int) -> f
     hours, minutes, seconds, fraction = match.groups()
     if int(minutes) >= 60 or int(seconds) >= 60:
         raise NarrationError(path, f"line {line_number}: invalid timestamp {value!r} (minutes/seconds over 59)")
-    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(fraction.ljust(3, "0")) / 1000
+    # Whole milliseconds first, one division last: 1.273 rather than 1 + 0.273 = 1.2730000000000001.
+    millis = ((int(hours or 0) * 60 + int(minutes)) * 60 + int(seconds)) * 1000 + int(fraction.ljust(3, "0"))
+    return millis / 1000
 
 
 def _parse_timing_line(line: str, path: str | os.PathLike, line_number: int) -> tuple[float, float]:
