@@ -1,0 +1,528 @@
+"""Datasets of training and evaluation clips, read straight from video files (a folder or a manifest).
+
+A dataset yields the sample dict of ``docs/design.md``: ``video`` ``[T, H, W, 3]`` float32 in [0, 1], ``audio``
+``[T', F]`` log-mel with ``audio_mask``, ``word_ids`` ``[K, L]`` with ``text_mask`` ``[K]``, ``label``, ``path``,
+``start``, ``end`` (plus ``index``, the item the clip came from, so evaluation can average over windows).
+
+Randomness never comes from global state: the clip of item ``i`` in epoch ``e`` is drawn from a generator seeded by
+``(seed, e, i)``, so it does not depend on the number of DataLoader workers nor on the order in which they run.
+
+Bad data never ends a run. A sample whose video or captions cannot be used comes back as a :class:`SkippedSample`
+marker; :func:`collate_clips` drops markers from the batch and lists them under ``batch["skipped"]``, and a
+:class:`SkipReport` in the main process counts them by reason and prints a summary at the end::
+
+    loader = DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=collate_clips)
+    report = SkipReport()
+    for batch in report.track(loader):   # yields only non-empty batches
+        ...
+    print(report.summary())
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from mmv.data.audio import MelConfig, log_mel_spectrogram, num_spectrogram_frames
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".ogv", ".flv", ".3gp")
+# Caption files next to a video share its stem; the first existing extension wins.
+CAPTION_EXTENSIONS = (".vtt", ".srt", ".csv", ".json")
+_VIDEO_KEYS = ("video", "path", "video_path", "file")
+_CAPTION_KEYS = ("caption", "captions", "caption_path", "narrations", "text_path")
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video of a dataset.
+
+    Attributes:
+        path: The video file.
+        caption: Its narrations file (WebVTT, SRT, HowTo100M CSV/JSON), or None when it has none.
+        label: Class index, -1 when unlabelled.
+        duration: Seconds, when known in advance (saves probing the file).
+    """
+
+    path: str
+    caption: str | None = None
+    label: int = -1
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    """Marker returned instead of a sample whose data cannot be used."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding the videos.
+
+
+def scan_folder(root: str | os.PathLike, *, extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                labels_from_subfolders: bool = False) -> list[VideoItem]:
+    """Find the videos under ``root`` (recursively), each with the caption file of the same stem if there is one.
+
+    Args:
+        root: Folder to scan.
+        extensions: Video file extensions (case-insensitive).
+        labels_from_subfolders: Label each video by its first-level subfolder (``root/CLASS/...``), classes numbered
+            in sorted name order; videos directly under ``root`` are then an error.
+
+    Returns:
+        Items sorted by path (a stable order for seeding).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: No video found, or a video outside the class folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    wanted = {e.lower() for e in extensions}
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    if not videos:
+        raise ValueError(f"{root}: no video files found (extensions: {', '.join(sorted(wanted))})")
+    classes: dict[str, int] = {}
+    if labels_from_subfolders:
+        names = sorted({p.relative_to(root).parts[0] for p in videos if len(p.relative_to(root).parts) > 1})
+        classes = {name: i for i, name in enumerate(names)}
+    items = []
+    for video in videos:
+        label = -1
+        if labels_from_subfolders:
+            parts = video.relative_to(root).parts
+            if len(parts) < 2:
+                raise ValueError(f"{video}: not inside a class folder (labels_from_subfolders=True)")
+            label = classes[parts[0]]
+        items.append(VideoItem(str(video), _caption_beside(video), label))
+    return items
+
+
+def _caption_beside(video: Path) -> str | None:
+    for extension in CAPTION_EXTENSIONS:
+        candidate = video.with_suffix(extension)
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def read_manifest(path: str | os.PathLike) -> list[VideoItem]:
+    """Read a manifest: JSONL (one object per line) or CSV (with a header).
+
+    Fields: the video (``video`` or ``path``), optionally its caption file (``caption``; empty or null for none), a
+    ``label`` (int) and a ``duration`` (seconds). Relative paths are relative to the manifest's folder. Other fields
+    are ignored.
+
+    Raises:
+        FileNotFoundError: The manifest does not exist.
+        ValueError: A line is malformed; the message names the manifest and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such manifest")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number}: invalid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append((number, row))
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        rows = [(number, row) for number, row in enumerate(reader, 2)]
+    else:
+        raise ValueError(f"{path}: unknown manifest format (expected .jsonl or .csv)")
+    return [_item_from_row(row, path, number) for number, row in rows]
+
+
+def _item_from_row(row: dict[str, Any], manifest: Path, number: int) -> VideoItem:
+    where = f"{manifest}: line {number}"
+    video = next((row[k] for k in _VIDEO_KEYS if row.get(k)), None)
+    if not isinstance(video, str):
+        raise ValueError(f"{where}: no video path (expected a '{_VIDEO_KEYS[0]}' or '{_VIDEO_KEYS[1]}' field)")
+    caption = next((row[k] for k in _CAPTION_KEYS if row.get(k)), None)
+    try:
+        label = int(row["label"]) if row.get("label") not in (None, "") else -1
+        duration = float(row["duration"]) if row.get("duration") not in (None, "") else None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: label must be an integer and duration a number ({err})") from None
+    base = manifest.parent
+    return VideoItem(str(base / video), str(base / caption) if caption else None, label, duration)
+
+
+def read_items(source: str | os.PathLike, **scan_options: Any) -> list[VideoItem]:
+    """Items of a folder (:func:`scan_folder`) or a manifest file (:func:`read_manifest`)."""
+    return scan_folder(source, **scan_options) if Path(source).is_dir() else read_manifest(source)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Turning a video (and its narrations) into a sample.
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, index): the same clip whatever the worker layout."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@dataclass
+class ClipSampler:
+    """Builds the sample dict of one clip: decoding, video transform, log-mel audio and tokenized narrations.
+
+    Shared by :class:`ClipDataset` (files) and ``ShardDataset`` (tar shards).
+
+    Attributes:
+        num_frames: Frames per clip T.
+        fps: Frame rate of the clip.
+        transform: uint8 ``[T, H, W, 3]`` (+ generator) -> float32 ``[T, H', W', 3]``; None: only scaled to [0, 1].
+        mel_config: Audio features (its ``sample_rate`` is the decoding rate).
+        tokenizer: Has ``encode(text) -> [L]`` ids and ``max_words``; None: no text.
+        num_narrations: K, narrations per clip (the nearest in time).
+        max_narration_distance: Narrations farther than this (seconds) from the clip are not used; None: no limit.
+        with_audio: Decode audio (False: audio zeros and ``audio_mask`` False).
+        short_side: Resize frames while decoding (saves memory on large videos).
+        max_words: L when there is no tokenizer.
+    """
+
+    num_frames: int = 32
+    fps: float = 10.0
+    transform: Callable[..., torch.Tensor] | None = None
+    mel_config: MelConfig = field(default_factory=MelConfig)
+    tokenizer: Any = None
+    num_narrations: int = 5
+    max_narration_distance: float | None = None
+    with_audio: bool = True
+    short_side: int | None = None
+    max_words: int = 16
+
+    @property
+    def clip_duration(self) -> float:
+        return self.num_frames / self.fps
+
+    @property
+    def num_audio_frames(self) -> int:
+        return num_spectrogram_frames(round(self.clip_duration * self.mel_config.sample_rate), self.mel_config)
+
+    def build(self, media_path: str, start: float, narrations: Sequence[Any] | None, *, label: int, path: str,
+              index: int, generator: torch.Generator | None) -> dict[str, Any]:
+        """Decode the clip at ``start`` of ``media_path`` and assemble its sample dict.
+
+        Raises:
+            MediaError: The video cannot be decoded.
+        """
+        from mmv.data.media import decode_clip
+
+        clip = decode_clip(media_path, start, self.num_frames, self.fps, with_audio=self.with_audio,
+                           audio_rate=self.mel_config.sample_rate, short_side=self.short_side)
+        if self.transform is not None:
+            video = self.transform(clip.frames, generator)
+        else:
+            video = torch.from_numpy(clip.frames).float().div_(255.0)
+        if clip.audio is not None:
+            audio, audio_mask = log_mel_spectrogram(clip.audio, self.mel_config).float(), True
+        else:
+            audio, audio_mask = torch.zeros(self.num_audio_frames, self.mel_config.n_mels), False
+        word_ids, text_mask = self.encode_narrations(narrations, clip.start, clip.end)
+        return {"video": video, "audio": audio, "audio_mask": torch.tensor(audio_mask), "word_ids": word_ids,
+                "text_mask": text_mask, "label": label, "path": path, "start": clip.start, "end": clip.end,
+                "index": index}
+
+    def encode_narrations(self, narrations: Sequence[Any] | None, start: float,
+                          end: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[K, L]`` word ids of the K narrations nearest the clip (zero rows pad) and the ``[K]`` mask of real ones."""
+        from mmv.data.narrations import select_narrations
+
+        length = getattr(self.tokenizer, "max_words", self.max_words)
+        word_ids = torch.zeros(self.num_narrations, length, dtype=torch.int64)
+        text_mask = torch.zeros(self.num_narrations, dtype=torch.bool)
+        if not narrations or self.tokenizer is None:
+            return word_ids, text_mask
+        chosen = select_narrations(narrations, start, end, k=self.num_narrations,
+                                   max_distance=self.max_narration_distance)
+        for row, narration in enumerate(chosen):
+            ids = torch.as_tensor(self.tokenizer.encode(narration.text), dtype=torch.int64)
+            word_ids[row] = ids
+            # A narration made only of stop words encodes to all padding: it carries no text.
+            text_mask[row] = bool((ids != 0).any())
+        return word_ids, text_mask
+
+
+# Errors that mean "this sample's data is unusable" rather than "the code is wrong".
+def _data_errors() -> tuple[type[BaseException], ...]:
+    import av
+
+    from mmv.data.media import MediaError
+    from mmv.data.narrations import NarrationError
+
+    return MediaError, NarrationError, av.error.FFmpegError, OSError, UnicodeError
+
+
+def skip_reason(error: BaseException) -> str:
+    """The reason a data error is counted under."""
+    from mmv.data.narrations import NarrationError
+
+    if isinstance(error, NarrationError):
+        return "bad_caption"
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    return getattr(error, "reason", None) or "decode_error"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The map-style dataset.
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips from video files, as sample dicts (see the module docstring).
+
+    Training (``train=True``): item ``i`` gives one clip per epoch, at a random start drawn from ``(seed, epoch,
+    i)``; the same generator drives the video transform. Evaluation: ``num_windows`` evenly spaced clips per video
+    (dataset index ``i * num_windows + w``), or one clip at ``clip_start`` seconds.
+
+    Keys from a sampler may be ints or ``(index, epoch)`` pairs (see :class:`mmv.data.sampling.ResumableSampler`),
+    which keeps epochs right with persistent DataLoader workers; with int keys, :meth:`set_epoch` sets the epoch.
+
+    Args:
+        items: The videos.
+        num_frames: Frames per clip.
+        fps: Clip frame rate.
+        transform: Video transform (e.g. :class:`mmv.data.transforms.VideoTransform`); None: frames scaled to [0, 1].
+        mel_config: Audio features; its sample rate is the decoding rate.
+        tokenizer: Narration tokenizer (``encode(text)``, ``max_words``); None: no text.
+        num_narrations: K narrations per clip.
+        max_narration_distance: Ignore narrations farther than this from the clip (seconds).
+        train: Random clips (True) or fixed windows (False).
+        seed: Seed of every random choice.
+        num_windows: Evaluation windows per video.
+        clip_start: Evaluation: one clip per video at this start (seconds) instead of windows.
+        with_audio: Decode audio.
+        with_text: Read narrations.
+        short_side: Resize while decoding.
+    """
+
+    def __init__(self, items: Sequence[VideoItem], *, num_frames: int = 32, fps: float = 10.0,
+                 transform: Callable[..., torch.Tensor] | None = None, mel_config: MelConfig | None = None,
+                 tokenizer: Any = None, num_narrations: int = 5, max_narration_distance: float | None = None,
+                 train: bool = True, seed: int = 0, num_windows: int = 1, clip_start: float | None = None,
+                 with_audio: bool = True, with_text: bool = True, short_side: int | None = None) -> None:
+        if num_windows < 1:
+            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
+        self.items = list(items)
+        self.sampler = ClipSampler(num_frames, fps, transform, mel_config or MelConfig(), tokenizer, num_narrations,
+                                   max_narration_distance, with_audio, short_side)
+        self.train = train
+        self.seed = seed
+        self.num_windows = 1 if (train or clip_start is not None) else num_windows
+        self.clip_start = clip_start
+        self.with_text = with_text
+        self.epoch = 0
+        self._durations: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.items) * self.num_windows
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | SkippedSample:
+        index, epoch = (key if isinstance(key, tuple) else (key, self.epoch))
+        item_index, window = divmod(int(index), self.num_windows)
+        item = self.items[item_index]
+        try:
+            duration = self._duration(item_index, item)
+            narrations = self._narrations(item)
+            generator = sample_generator(self.seed, epoch, int(index)) if self.train else None
+            start = self._start(duration, window, generator)
+            return self.sampler.build(item.path, start, narrations, label=item.label, path=item.path,
+                                      index=item_index, generator=generator)
+        except _data_errors() as err:
+            return SkippedSample(item.path, skip_reason(err), str(err))
+
+    def _duration(self, item_index: int, item: VideoItem) -> float:
+        from mmv.data.media import MediaError, probe
+
+        if item.duration is not None:
+            return item.duration
+        if item_index not in self._durations:
+            info = probe(item.path)
+            if not info.has_video:
+                raise MediaError(item.path, "no_video", "the file has no video stream (audio only)")
+            self._durations[item_index] = info.duration
+        return self._durations[item_index]
+
+    def _narrations(self, item: VideoItem) -> list[Any] | None:
+        from mmv.data.narrations import read_narrations
+
+        if not self.with_text or item.caption is None or self.sampler.tokenizer is None:
+            return None
+        return read_narrations(item.caption)
+
+    def _start(self, duration: float, window: int, generator: torch.Generator | None) -> float:
+        from mmv.data.media import evenly_spaced_starts, random_start
+
+        clip_duration = self.sampler.clip_duration
+        if self.train:
+            return random_start(duration, clip_duration, generator)
+        if self.clip_start is not None:
+            return self.clip_start
+        return evenly_spaced_starts(duration, clip_duration, self.num_windows)[window]
+
+
+class MixedDataset(torch.utils.data.Dataset):
+    """Several datasets mixed with weights, e.g. HowTo100M (video + narrations) and AudioSet (video + audio).
+
+    Sample ``i`` of epoch ``e`` comes from dataset ``j`` with probability ``weights[j]`` (normalised) and is item
+    ``u`` of it, both drawn from ``(seed, e, i)``: sampling with replacement, so small datasets repeat and large ones
+    are subsampled. Each sample keeps the modality masks its dataset gives it and gains ``source`` = ``j``.
+
+    Args:
+        datasets: Map-style datasets that accept ``(index, epoch)`` keys (as :class:`ClipDataset`).
+        weights: Non-negative mixing weights, one per dataset.
+        length: Samples per epoch; default the sum of the datasets' lengths.
+        seed: Seed of the mixing choices.
+    """
+
+    def __init__(self, datasets: Sequence[torch.utils.data.Dataset], weights: Sequence[float], *,
+                 length: int | None = None, seed: int = 0) -> None:
+        if len(datasets) != len(weights) or not datasets:
+            raise ValueError(f"need one weight per dataset, got {len(datasets)} datasets and {len(weights)} weights")
+        probabilities = np.asarray(weights, dtype=np.float64)
+        if (probabilities < 0).any() or probabilities.sum() <= 0 or not np.isfinite(probabilities).all():
+            raise ValueError(f"weights must be non-negative with a positive sum, got {list(weights)}")
+        if any(len(d) == 0 for d, w in zip(datasets, weights) if w > 0):
+            raise ValueError("a dataset with a positive weight is empty")
+        self.datasets = list(datasets)
+        self.cumulative = np.cumsum(probabilities / probabilities.sum())
+        self.length = int(length if length is not None else sum(len(d) for d in datasets))
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for dataset in self.datasets:
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+
+    def choose(self, index: int, epoch: int) -> tuple[int, int]:
+        """(dataset, item) that sample ``index`` of ``epoch`` reads."""
+        rng = np.random.default_rng([self.seed, epoch, index, 0x6D6978])
+        source = int(np.searchsorted(self.cumulative, rng.random(), side="right"))
+        source = min(source, len(self.datasets) - 1)
+        return source, int(rng.integers(len(self.datasets[source])))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | SkippedSample:
+        index, epoch = (key if isinstance(key, tuple) else (key, self.epoch))
+        source, inner = self.choose(int(index), epoch)
+        sample = self.datasets[source][(inner, epoch)]
+        if isinstance(sample, dict):
+            sample["source"] = source
+        return sample
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batching and reporting.
+
+
+def collate_clips(samples: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
+    """Stack sample dicts into a batch, dropping skipped samples and listing them under ``"skipped"``.
+
+    Tensors are stacked, numbers become tensors, strings stay lists. A batch whose samples were all skipped holds
+    only ``"skipped"`` (see :func:`batch_size`).
+    """
+    good = [s for s in samples if isinstance(s, dict)]
+    batch: dict[str, Any] = {"skipped": [s for s in samples if isinstance(s, SkippedSample)]}
+    if not good:
+        return batch
+    for key in good[0]:
+        values = [s[key] for s in good]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], bool):
+            batch[key] = torch.tensor(values, dtype=torch.bool)
+        elif isinstance(values[0], int):
+            batch[key] = torch.tensor(values, dtype=torch.int64)
+        elif isinstance(values[0], float):
+            batch[key] = torch.tensor(values, dtype=torch.float64)
+        else:
+            batch[key] = values
+    return batch
+
+
+def batch_size(batch: dict[str, Any]) -> int:
+    """Number of (kept) samples in a collated batch; 0 when every sample was skipped."""
+    return len(batch["path"]) if "path" in batch else 0
+
+
+class SkipReport:
+    """Counts skipped samples by reason in the main process and summarises them.
+
+    Feed it collated batches (:meth:`update`, or iterate through :meth:`track`); every skipped file is logged once
+    at WARNING level when first seen.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.files: dict[str, tuple[str, str]] = {}  # path -> (reason, detail), first occurrence
+        self.samples_seen = 0
+
+    def add(self, skipped: SkippedSample) -> None:
+        self.counts[skipped.reason] += 1
+        if skipped.path not in self.files:
+            self.files[skipped.path] = (skipped.reason, skipped.detail)
+            log.warning("skipped %s [%s]: %s", skipped.path, skipped.reason, skipped.detail)
+
+    def update(self, batch: dict[str, Any]) -> None:
+        for skipped in batch.get("skipped", ()):
+            self.add(skipped)
+        self.samples_seen += batch_size(batch)
+
+    def track(self, batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Yield the non-empty batches of ``batches``, recording what was skipped."""
+        for batch in batches:
+            self.update(batch)
+            if batch_size(batch):
+                yield batch
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples_seen, "skipped": self.num_skipped, "by_reason": dict(sorted(self.counts.items())),
+                "files": {path: reason for path, (reason, _) in sorted(self.files.items())}}
+
+    def summary(self) -> str:
+        """One line per reason, then the files (at most 20)."""
+        if not self.counts:
+            return f"{self.samples_seen} samples, none skipped"
+        lines = [f"{self.samples_seen} samples, {self.num_skipped} skipped:"]
+        lines += [f"  {reason}: {count}" for reason, count in sorted(self.counts.items())]
+        for path, (reason, _) in sorted(self.files.items())[:20]:
+            lines.append(f"    {path} [{reason}]")
+        if len(self.files) > 20:
+            lines.append(f"    ... and {len(self.files) - 20} more files")
+        return "\n".join(lines)
+

@@ -1,0 +1,354 @@
+"""WebDataset tar shards: write them from a folder or manifest (``mmv prepare``), stream clips from them.
+
+One sample per video. Its tar members share a key: ``KEY.<ext>`` holds the encoded video bytes as they were on disk
+(``mp4``, ``webm``, ...; nothing is re-encoded) and ``KEY.json`` the metadata::
+
+    {"path": "relative/source.mp4", "label": 3, "duration": 12.4, "video_ext": "mp4",
+     "narrations": [{"start": 0.5, "end": 2.0, "text": "..."}, ...]}     # null: the video has no captions
+
+Shards are written to a temporary name and renamed when complete, so a crash never leaves a half shard under a
+final name. ``DIR/shards.json`` lists the shards and their sample counts.
+
+:class:`ShardDataset` streams samples from local files or any URL webdataset opens (``pipe:curl -s URL``,
+``http://``, ...), splits shards across ranks and DataLoader workers, shuffles deterministically from the seed and
+epoch, and decodes clips from the bytes. It yields the same sample dicts and :class:`SkippedSample` markers as
+:class:`mmv.data.datasets.ClipDataset`, so :func:`mmv.data.datasets.collate_clips` and
+:class:`mmv.data.datasets.SkipReport` work unchanged.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from mmv.data.audio import MelConfig
+from mmv.data.datasets import ClipSampler, SkippedSample, VideoItem, _data_errors, sample_generator, skip_reason
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "shards.json"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing.
+
+
+def _narrations_json(caption: str | None) -> list[dict[str, Any]] | None:
+    from mmv.data.narrations import read_narrations
+
+    if caption is None:
+        return None
+    return [{"start": n.start, "end": n.end, "text": n.text} for n in read_narrations(caption)]
+
+
+def _check_video(path: str) -> float:
+    """Probe ``path``; return its duration. Raises MediaError when it is not usable video."""
+    from mmv.data.media import MediaError, probe
+
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(path, "no_video", "the file has no video stream (audio only)")
+    return info.duration
+
+
+class _ShardFile:
+    """One shard being written under a temporary name, renamed into place by :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        import webdataset
+
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.stream = open(self.tmp, "wb")
+        # mtime fixed so that the same input gives the same bytes.
+        self.writer = webdataset.TarWriter(self.stream, encoder=False, mtime=0.0)
+        self.count = 0
+
+    def write(self, sample: dict[str, Any]) -> None:
+        self.writer.write(sample)
+        self.count += 1
+
+    def close(self) -> None:
+        self.writer.close()
+        self.stream.close()
+        os.replace(self.tmp, self.path)
+
+
+def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shard_size: int = 1000,
+                 root: str | os.PathLike | None = None, check_videos: bool = True,
+                 progress: bool = True) -> dict[str, Any]:
+    """Pack videos and their narrations into WebDataset tar shards.
+
+    Unusable inputs (unreadable video, audio-only file, malformed captions) are left out, counted by reason and
+    listed in the returned index.
+
+    Args:
+        items: The videos (e.g. from :func:`mmv.data.datasets.read_items`).
+        out_dir: Destination folder (created).
+        shard_size: Videos per shard.
+        root: Paths in the metadata are stored relative to this folder (default: as given).
+        check_videos: Probe each video's headers first (cheap; catches empty, truncated and non-media files).
+        progress: Show a progress bar.
+
+    Returns:
+        The content of ``shards.json``: shard names and sizes, number of samples, skipped files by reason.
+    """
+    from tqdm import tqdm
+
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    current: _ShardFile | None = None
+    written = 0
+    for item in tqdm(items, desc="writing shards", unit="video", disable=not progress):
+        try:
+            sample = _shard_sample(item, written, root, check_videos)
+        except _data_errors() as err:
+            skipped[item.path] = skip_reason(err)
+            log.warning("left out %s [%s]: %s", item.path, skip_reason(err), err)
+            continue
+        if current is None:
+            current = _ShardFile(out / f"shard-{len(shards):06d}.tar")
+        current.write(sample)
+        written += 1
+        if current.count == shard_size:
+            current.close()
+            shards.append({"name": current.path.name, "num_samples": current.count})
+            current = None
+    if current is not None:
+        current.close()
+        shards.append({"name": current.path.name, "num_samples": current.count})
+    reasons: dict[str, int] = {}
+    for reason in skipped.values():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    index = {"shards": shards, "num_samples": written, "skipped": {"by_reason": reasons, "files": skipped}}
+    tmp = out / (INDEX_NAME + ".tmp")
+    tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / INDEX_NAME)
+    return index
+
+
+def _shard_sample(item: VideoItem, number: int, root: str | os.PathLike | None, check_video: bool) -> dict[str, Any]:
+    from mmv.data.media import MediaError
+
+    duration = _check_video(item.path) if check_video else item.duration
+    data = Path(item.path).read_bytes()
+    if not data:
+        raise MediaError(item.path, "empty", "the file is empty (0 bytes)")
+    narrations = _narrations_json(item.caption)
+    extension = Path(item.path).suffix.lower().lstrip(".") or "mp4"
+    stored_path = os.path.relpath(item.path, root) if root is not None else item.path
+    meta = {"path": stored_path, "label": item.label, "duration": duration, "video_ext": extension,
+            "narrations": narrations}
+    return {"__key__": f"{number:09d}", extension: data, "json": json.dumps(meta).encode("utf-8")}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Shard URLs from a list, a brace pattern (``shard-{000000..000009}.tar``), a folder, or a ``shards.json``."""
+    if isinstance(urls, (list, tuple)):
+        return [os.fspath(u) for u in urls]
+    text = os.fspath(urls)
+    path = Path(text)
+    if path.is_dir():
+        path = path / INDEX_NAME if (path / INDEX_NAME).is_file() else path
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.tar"))
+            if not found:
+                raise FileNotFoundError(f"{text}: no .tar shards in this folder")
+            return found
+    if path.name == INDEX_NAME and path.is_file():
+        index = json.loads(path.read_text(encoding="utf-8"))
+        return [str(path.parent / shard["name"]) for shard in index["shards"]]
+    import braceexpand
+
+    return list(braceexpand.braceexpand(text))
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    """Clips streamed from WebDataset shards written by :func:`write_shards`.
+
+    Each rank takes every ``world_size``-th shard of the epoch's shard order, and each DataLoader worker every
+    ``num_workers``-th shard of its rank's. Training shuffles the shard order (from ``seed`` and the epoch) and the
+    samples through a buffer (from ``seed``, epoch, rank and worker): the stream is reproducible for a given seed,
+    epoch and worker layout. A clip's start and augmentation depend only on ``(seed, epoch, shard, key)``.
+
+    Call :meth:`set_epoch` before each epoch (DataLoader workers are re-created per epoch unless persistent).
+
+    Args:
+        urls: Shards (see :func:`expand_urls`).
+        num_frames, fps, transform, mel_config, tokenizer, num_narrations, max_narration_distance, with_audio,
+            short_side: as in :class:`mmv.data.datasets.ClipDataset`.
+        train: Random clips and shuffling (True), or evaluation windows in shard order (False).
+        seed: Seed of every random choice.
+        shuffle_buffer: Samples held for shuffling (training).
+        rank: This process's rank.
+        world_size: Number of ranks.
+        num_windows: Evaluation windows per video.
+        with_text: Use the narrations.
+        tmp_dir: Where encoded videos are spilled for decoding (default: ``/dev/shm`` when writable).
+    """
+
+    def __init__(self, urls: str | os.PathLike | Sequence[str], *, num_frames: int = 32, fps: float = 10.0,
+                 transform: Callable[..., torch.Tensor] | None = None, mel_config: MelConfig | None = None,
+                 tokenizer: Any = None, num_narrations: int = 5, max_narration_distance: float | None = None,
+                 train: bool = True, seed: int = 0, shuffle_buffer: int = 64, rank: int = 0, world_size: int = 1,
+                 num_windows: int = 1, with_audio: bool = True, with_text: bool = True,
+                 short_side: int | None = None, tmp_dir: str | None = None) -> None:
+        super().__init__()
+        self.urls = expand_urls(urls)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.sampler = ClipSampler(num_frames, fps, transform, mel_config or MelConfig(), tokenizer, num_narrations,
+                                   max_narration_distance, with_audio, short_side)
+        self.train = train
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.rank = rank
+        self.world_size = world_size
+        self.num_windows = 1 if train else num_windows
+        self.with_text = with_text
+        self.tmp_dir = tmp_dir if tmp_dir is not None else _default_tmp_dir()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shards_for(self, worker_id: int, num_workers: int) -> list[str]:
+        """The shards one worker of this rank reads this epoch, in order."""
+        order = list(self.urls)
+        if self.train:
+            permutation = np.random.default_rng([self.seed, self.epoch, 0x5348]).permutation(len(order))
+            order = [order[i] for i in permutation]
+        return order[self.rank::self.world_size][worker_id::num_workers]
+
+    def __iter__(self) -> Iterator[dict[str, Any] | SkippedSample]:
+        info = torch.utils.data.get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        shards = self.shards_for(worker_id, num_workers)
+        raw = self._raw_samples(shards)
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker_id, 0x5348])
+            raw = _shuffled(raw, self.shuffle_buffer, rng)
+        for shard_sample in raw:
+            yield from self._clips(shard_sample)
+
+    def _raw_samples(self, shards: list[str]) -> Iterator[dict[str, Any]]:
+        """Tar members grouped by key; a damaged shard ends with a marker sample instead of an exception."""
+        import webdataset
+
+        for url in shards:
+            errors: list[BaseException] = []
+
+            def keep_going(error: BaseException) -> bool:
+                errors.append(error)
+                return True
+
+            for sample in webdataset.tarfile_samples([{"url": url}], handler=keep_going):
+                yield sample
+            for error in errors:
+                yield {"__url__": url, "__key__": "", "__error__": error}
+
+    def _clips(self, raw: dict[str, Any]) -> Iterator[dict[str, Any] | SkippedSample]:
+        url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
+        name = f"{url}#{key}" if key else url
+        if "__error__" in raw:
+            yield SkippedSample(name, "bad_shard", str(raw["__error__"]))
+            return
+        try:
+            meta = json.loads(raw["json"]) if "json" in raw else None
+            if not isinstance(meta, dict):
+                raise ValueError("no valid json metadata member")
+            data = raw[meta.get("video_ext") or "mp4"]
+        except (KeyError, ValueError, UnicodeDecodeError) as err:
+            yield SkippedSample(name, "bad_sample", f"malformed shard sample: {err!r}")
+            return
+        label = int(meta.get("label", -1))
+        narrations = self._narrations(meta)
+        display = meta.get("path") or name
+        identity = zlib.crc32(f"{Path(url).name}#{key}".encode())
+        with _spilled(data, meta.get("video_ext") or "mp4", self.tmp_dir) as media_path:
+            for window in range(self.num_windows):
+                yield self._clip(media_path, display, meta, narrations, label, identity, window)
+
+    def _clip(self, media_path: str, display: str, meta: dict[str, Any], narrations: list[Any] | None, label: int,
+              identity: int, window: int) -> dict[str, Any] | SkippedSample:
+        from mmv.data.media import evenly_spaced_starts, random_start
+
+        try:
+            duration = meta.get("duration") or _check_video(media_path)
+            generator = sample_generator(self.seed, self.epoch, identity) if self.train else None
+            if self.train:
+                start = random_start(duration, self.sampler.clip_duration, generator)
+            else:
+                start = evenly_spaced_starts(duration, self.sampler.clip_duration, self.num_windows)[window]
+            return self.sampler.build(media_path, start, narrations, label=label, path=display, index=identity,
+                                      generator=generator)
+        except _data_errors() as err:
+            detail = str(err).replace(media_path, display)
+            return SkippedSample(display, skip_reason(err), detail)
+
+    def _narrations(self, meta: dict[str, Any]) -> list[Any] | None:
+        from mmv.data.narrations import Narration
+
+        if not self.with_text or not meta.get("narrations"):
+            return None
+        return [Narration(float(n["start"]), float(n["end"]), str(n["text"])) for n in meta["narrations"]]
+
+
+def _shuffled(samples: Iterator[dict[str, Any]], size: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+    """Buffer shuffle: hold ``size`` samples, emit a random one as each new one arrives."""
+    buffer: list[dict[str, Any]] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        position = int(rng.integers(len(buffer)))
+        buffer[position], sample = sample, buffer[position]
+        yield sample
+    order = rng.permutation(len(buffer))
+    for position in order:
+        yield buffer[position]
+
+
+def _default_tmp_dir() -> str | None:
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+class _spilled:
+    """Context manager: the encoded bytes in a temporary file, for the path-based decoder; removed on exit.
+
+    NOTE: the decoder seeks by path (see mmv.data.media); a temporary file in memory-backed /dev/shm costs one copy
+    of a compressed video, far less than decoding it.
+    """
+
+    def __init__(self, data: bytes, extension: str, directory: str | None) -> None:
+        self.data, self.extension, self.directory = data, extension, directory
+        self.path = ""
+
+    def __enter__(self) -> str:
+        fd, self.path = tempfile.mkstemp(prefix="mmv-shard-", suffix=f".{self.extension}", dir=self.directory)
+        with io.FileIO(fd, "wb") as f:
+            f.write(self.data)
+        return self.path
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
