@@ -95,6 +95,8 @@ class DataSection:
         num_mel_bins: Mel bins of the log-mel spectrogram (80).
         stft_window: STFT window in samples (2048, 42.7 ms at 48 kHz).
         stft_hop: STFT hop in samples (1024, 21.3 ms at 48 kHz).
+        mel_fmin: Lower edge of the mel filterbank in Hz (80; DMVR's, unconfirmed for MMV).
+        mel_fmax: Upper edge in Hz (7600; DMVR's, unconfirmed for MMV).
         num_narrations: K, narrations per clip for MIL-NCE's positive bag P(x) (5).
         max_words: Tokens per narration (16).
         vocab: Word-to-id vocabulary file for real text (``mmv vocab``); empty for synthetic data.
@@ -110,16 +112,12 @@ class DataSection:
     num_mel_bins: int = 80
     stft_window: int = 2048
     stft_hop: int = 1024
+    mel_fmin: float = 80.0
+    mel_fmax: float = 7600.0
     num_narrations: int = 5
     max_words: int = 16
     vocab: str = ""
     workers: int = 4
-
-    @property
-    def num_audio_frames(self) -> int:
-        """Spectrogram frames of one clip: a centred STFT of ``num_frames / fps`` seconds of audio."""
-        num_samples = round(self.num_frames / self.fps * self.sample_rate)
-        return num_samples // self.stft_hop + 1
 
 
 @dataclass

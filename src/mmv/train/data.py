@@ -1,105 +1,217 @@
-"""The training data stream: datasets from the config, a deterministic resumable sampler, the DataLoader.
+"""The training data stream: datasets from the config, and batches of a fixed size that resume exactly.
 
-Exact resume needs the stream after step k of a resumed run to equal the stream after step k of an uninterrupted
-one, whatever the number of worker processes. Two rules give that:
+Every step needs exactly ``batch_size`` clips on every rank (the contrastive loss gathers equal slices from all
+ranks), but a dataset may skip clips it cannot decode (:class:`mmv.data.datasets.SkippedSample`). The
+:class:`BatchStream` therefore tops batches up from the following clips, and it knows the position of each clip in
+the sampler's order, so its state (the position of the first clip not yet trained on) resumes the same sequence of
+batches after a restart.
 
-* the order of samples is a pure function of ``(seed, step)``: :class:`InfiniteSampler` walks through one seeded
-  permutation per epoch, slicing each global batch by rank, and starts at any step without replaying the ones
-  before;
-* a sample is a pure function of its index (datasets seed any augmentation from the index, never from a worker's
-  RNG), and the DataLoader draws its worker seeds from its own generator, so it does not advance the training
-  process's global RNG either.
+Exactness, whatever the number of DataLoader workers, rests on three rules:
+
+* the order of clips is a pure function of ``(seed, epoch, rank)`` (:class:`mmv.data.sampling.ResumableSampler`);
+* a clip is a pure function of ``(index, epoch)``: datasets seed their augmentation from it, never from a worker's
+  RNG (the sampler passes ``(index, epoch)`` keys);
+* the DataLoader draws its worker seeds from its own generator, so it never advances the global RNG.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+import collections
+import logging
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from .config import DataSection, DatasetSpec
 from .synthetic import SyntheticClips
 
-__all__ = ["InfiniteSampler", "build_dataset", "build_loader"]
+__all__ = ["BatchStream", "build_dataset", "mel_config", "synthetic_dataset"]
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_VOCAB_SIZE = 1000  # below the smallest model vocabulary (the tiny models': 2048)
 
 
-class InfiniteSampler(Sampler[int]):
-    """Endless, rank-sliced sample indices, epoch after epoch, startable at any step.
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets from the config
+# ----------------------------------------------------------------------------------------------------------------
 
-    Epoch ``e`` is a permutation of ``range(num_samples)`` drawn from ``(seed, e)``, cut into global batches of
-    ``batch_size * world_size`` indices (the remainder is dropped); at each step rank ``r`` receives slice ``r`` of
-    the global batch. Iteration starts at global batch ``start_step``.
+def mel_config(data: DataSection) -> Any:
+    """The :class:`mmv.data.audio.MelConfig` of the config's audio settings."""
+    from mmv.data.audio import MelConfig
+
+    return MelConfig(sample_rate=data.sample_rate, n_fft=data.stft_window, hop_length=data.stft_hop,
+                     n_mels=data.num_mel_bins, fmin=data.mel_fmin, fmax=data.mel_fmax)
+
+
+def num_audio_frames(data: DataSection) -> int:
+    """Spectrogram frames T' of one clip, as the data pipeline computes them."""
+    from mmv.data.audio import num_spectrogram_frames
+
+    return num_spectrogram_frames(round(data.num_frames / data.fps * data.sample_rate), mel_config(data))
+
+
+def build_dataset(data: DataSection, seed: int, vocab_size: int | None = None) -> Dataset:
+    """The training dataset the config describes; several datasets are mixed by weight.
 
     Args:
-        num_samples: Dataset size.
-        batch_size: Samples per rank per step.
-        rank: This process's rank.
-        world_size: Number of processes.
-        seed: Fixes every epoch's permutation.
-        start_step: The first global batch to produce (the resumed step).
+        data: The data section.
+        seed: Seeds clip choice and augmentation.
+        vocab_size: The model's vocabulary size; a larger word-to-id table is an error. None: not checked.
     """
+    tokenizer = _tokenizer(data, vocab_size)
+    datasets = [_one_dataset(spec, data, seed, tokenizer) for spec in data.datasets]
+    if len(datasets) == 1:
+        return datasets[0]
+    from mmv.data.datasets import MixedDataset
 
-    def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 start_step: int = 0) -> None:
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.rank, self.world_size, self.seed, self.start_step = rank, world_size, seed, start_step
-        self.global_batch = batch_size * world_size
-        self.batches_per_epoch = num_samples // self.global_batch
-        if self.batches_per_epoch < 1:
-            raise ValueError(f"the dataset has {num_samples} samples, fewer than one global batch of "
-                             f"{self.global_batch} ({batch_size} per rank x {world_size} ranks)")
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_samples, generator=generator)
-
-    def indices_at(self, step: int) -> list[int]:
-        """The indices this rank receives at global step ``step``."""
-        epoch, batch = divmod(step, self.batches_per_epoch)
-        begin = batch * self.global_batch + self.rank * self.batch_size
-        return self.permutation(epoch)[begin:begin + self.batch_size].tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        step, epoch, order = self.start_step, None, None
-        while True:
-            this_epoch, batch = divmod(step, self.batches_per_epoch)
-            if this_epoch != epoch:
-                epoch, order = this_epoch, self.permutation(this_epoch)
-            begin = batch * self.global_batch + self.rank * self.batch_size
-            yield from order[begin:begin + self.batch_size].tolist()
-            step += 1
-
-    def state_dict(self, step: int) -> dict[str, Any]:
-        """What a checkpoint at ``step`` must record to continue this stream."""
-        return {"kind": "infinite", "seed": self.seed, "num_samples": self.num_samples,
-                "global_batch": self.global_batch, "step": step}
+    return MixedDataset(datasets, [spec.weight for spec in data.datasets], seed=seed)
 
 
-def build_dataset(data: DataSection, seed: int) -> Dataset:
-    """The training dataset the config describes (several are mixed by weight)."""
-    if len(data.datasets) != 1:
-        raise ValueError("mixing several datasets needs the data pipeline's MixedDataset (mmv.data.datasets)")
-    spec = data.datasets[0]
+def _tokenizer(data: DataSection, vocab_size: int | None) -> Any:
+    if not data.vocab:
+        if any(spec.kind != "synthetic" for spec in data.datasets):
+            log.warning("data.vocab is empty: real datasets will have no text (text_mask all False)")
+        return None
+    from mmv.data.tokenizer import Tokenizer, Vocabulary
+
+    vocab = Vocabulary.load(data.vocab)
+    if vocab_size is not None and len(vocab) > vocab_size:
+        raise ValueError(f"{data.vocab}: {len(vocab)} words, more than the model's text embedding holds "
+                         f"({vocab_size}); rebuild it with a smaller size or change the model")
+    return Tokenizer(vocab, max_words=data.max_words)
+
+
+def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any) -> Dataset:
     if spec.kind == "synthetic":
         return synthetic_dataset(spec, data, seed)
-    raise ValueError(f"dataset kind {spec.kind!r} needs the data pipeline (mmv.data.datasets), not available yet")
+    from mmv.data.transforms import VideoTransform
+
+    transform = VideoTransform(train=True, crop_size=data.crop, min_resize=data.min_resize)
+    common = dict(num_frames=data.num_frames, fps=data.fps, transform=transform, mel_config=mel_config(data),
+                  tokenizer=tokenizer, num_narrations=data.num_narrations, seed=seed)
+    if spec.kind == "shards":
+        from mmv.data.shards import ShardDataset
+
+        return ShardDataset(spec.path, **common)
+    from mmv.data.datasets import ClipDataset, read_manifest, scan_folder
+
+    if spec.kind == "folder":
+        items = scan_folder(spec.path)
+    else:
+        items = read_manifest(spec.path)
+    return ClipDataset(items, train=True, **common)
 
 
 def synthetic_dataset(spec: DatasetSpec, data: DataSection, seed: int) -> SyntheticClips:
     """:class:`SyntheticClips` shaped like the real clips of ``data`` (frames, crop, spectrogram, narrations)."""
     return SyntheticClips(
-        spec.size, num_frames=data.num_frames, crop=data.crop, audio_frames=data.num_audio_frames,
+        spec.size, num_frames=data.num_frames, crop=data.crop, audio_frames=num_audio_frames(data),
         mel_bins=data.num_mel_bins, num_narrations=data.num_narrations, max_words=data.max_words,
         vocab_size=SYNTHETIC_VOCAB_SIZE, seed=seed, nonfinite_every=spec.nonfinite_every, fps=data.fps)
 
 
-def build_loader(dataset: Dataset, sampler: InfiniteSampler, *, workers: int, seed: int, rank: int,
-                 pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``sampler`` whose worker seeding leaves the global RNG alone (see the module doc)."""
-    collate = getattr(dataset, "collate_fn", None) or default_collate
-    return DataLoader(
-        dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=pin_memory, drop_last=True, generator=torch.Generator().manual_seed(seed * 7919 + rank),
-        prefetch_factor=4 if workers else None, persistent_workers=False)
+# ----------------------------------------------------------------------------------------------------------------
+# The stream of batches
+# ----------------------------------------------------------------------------------------------------------------
+
+def collate_with_positions(samples: list[Any]) -> dict[str, Any]:
+    """:func:`mmv.data.datasets.collate_clips`, plus ``kept``: the positions (in ``samples``) of the usable ones."""
+    from mmv.data.datasets import SkippedSample, collate_clips
+
+    batch = collate_clips(samples)
+    batch["kept"] = [i for i, sample in enumerate(samples) if not isinstance(sample, SkippedSample)]
+    return batch
+
+
+def _split(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A collated batch back into sample dicts (without the bookkeeping keys)."""
+    keys = [k for k in batch if k not in ("skipped", "kept")]
+    return [{k: batch[k][i] for k in keys} for i in range(len(batch["kept"]))]
+
+
+class BatchStream:
+    """Endless batches of exactly ``batch_size`` usable clips for one rank, resumable at any step.
+
+    Args:
+        dataset: A map-style dataset accepting ``(index, epoch)`` keys; it may return
+            :class:`~mmv.data.datasets.SkippedSample` markers, which are counted and replaced by the next clips.
+        batch_size: Clips per batch (per rank).
+        rank: This process's rank.
+        world_size: Number of processes.
+        seed: Seeds the order of every epoch.
+        workers: DataLoader worker processes.
+        pin_memory: Pin batches for faster host-to-GPU copies.
+        state: What :meth:`state_dict` returned, to continue from there.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 workers: int = 0, pin_memory: bool = False, state: dict[str, Any] | None = None) -> None:
+        from mmv.data.datasets import SkipReport
+        from mmv.data.sampling import ResumableSampler
+
+        if len(dataset) < 1:
+            raise ValueError("the training dataset is empty")
+        self.batch_size = batch_size
+        self.sampler = ResumableSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, yield_epoch=True)
+        self.report = SkipReport()
+        if state is not None:
+            self.sampler.load_state_dict(state["sampler"])
+            self.report.counts.update(state.get("skipped_by_reason", {}))
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+            collate_fn=collate_with_positions, pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(seed * 7919 + rank), prefetch_factor=4 if workers else None)
+        self.buffer: collections.deque[tuple[int, int, dict[str, Any]]] = collections.deque()  # (epoch, pos, sample)
+        self._iterator = None
+        self._epoch, self._next_position = self.sampler.epoch, self.sampler.position
+        self._empty_passes = 0
+
+    def _pull(self) -> tuple[int, int, dict[str, Any]]:
+        """The next collated loader batch with its epoch and the sampler position of its first clip."""
+        while True:
+            if self._iterator is None:
+                self.sampler.set_epoch(self._epoch)
+                self._iterator = iter(self.loader)  # the sampler's pass starts at self._next_position
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                self._epoch, self._next_position = self._epoch + 1, 0
+                self._empty_passes += 1
+                if self._empty_passes > 2:
+                    raise RuntimeError(f"no usable clip in a whole epoch; skipped: {self.report.summary()}") from None
+                continue
+            start = self._next_position
+            self._next_position += len(batch["kept"]) + len(batch["skipped"])
+            self.report.update(batch)
+            if batch["kept"]:
+                self._empty_passes = 0
+            return self._epoch, start, batch
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        from mmv.data.datasets import collate_clips
+
+        while len(self.buffer) < self.batch_size:
+            epoch, start, batch = self._pull()
+            if not self.buffer and len(batch["kept"]) == self.batch_size:
+                return batch  # the common case: a full batch, nothing to top up
+            for position, sample in zip(batch["kept"], _split(batch)):
+                self.buffer.append((epoch, start + position, sample))
+        samples = [self.buffer.popleft()[2] for _ in range(self.batch_size)]
+        return collate_clips(samples)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the next batch starts (the first clip not yet returned), plus the skip counts so far."""
+        epoch, position = (self.buffer[0][0], self.buffer[0][1]) if self.buffer else (self._epoch,
+                                                                                    self._next_position)
+        sampler_state = {**self.sampler.state_dict(0), "epoch": epoch, "position": position}
+        return {"sampler": sampler_state, "skipped_by_reason": dict(self.report.counts)}
+
+    def close(self) -> None:
+        """Stops the worker processes."""
+        self._iterator = None

@@ -33,7 +33,7 @@ from mmv.losses import MMVLoss
 
 from . import checkpoint as ckpt
 from .config import LossSection, OptimSection, RunSection, TrainConfig, config_to_dict, save_config
-from .data import InfiniteSampler, build_dataset, build_loader
+from .data import BatchStream, build_dataset
 
 __all__ = ["NonFiniteLossError", "lr_at", "train"]
 
@@ -94,9 +94,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- resume: weights, optimizer, counters (RNG states are restored just before the first step) ------------
     state = {"step": 0, "samples_seen": 0, "nonfinite_total": 0, "nonfinite_consecutive": 0}
-    rng_to_restore = None
+    rng_to_restore = data_state = None
     if resume_from is not None:
-        state, rng_to_restore = load_training_state(resume_from, model, optimizer, param_names, info)
+        state, rng_to_restore, data_state = load_training_state(resume_from, model, optimizer, param_names, info)
 
     # ---- wrappers: torch.compile, DDP ----------------------------------------------------------------------------
     raw_model = model
@@ -107,14 +107,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=not (cfg.loss.lambda_va and cfg.loss.lambda_vt))
 
-    # ---- data: a deterministic stream that starts at the resumed step ----------------------------------------
-    dataset = build_dataset(cfg.data, cfg.run.seed)
-    sampler = InfiniteSampler(len(dataset), batch_size, rank=info.rank, world_size=info.world_size,
-                              seed=cfg.run.seed, start_step=state["step"])
-    check_sampler_state(state.get("sampler"), sampler)
-    loader = build_loader(dataset, sampler, workers=cfg.data.workers, seed=cfg.run.seed, rank=info.rank,
-                          pin_memory=device.type == "cuda")
-    batches = iter(loader)
+    # ---- data: batches in a deterministic order that continues where the checkpoint stopped ------------------
+    dataset = build_dataset(cfg.data, cfg.run.seed, vocab_size=text_vocab_size(raw_model))
+    stream = BatchStream(dataset, batch_size, rank=info.rank, world_size=info.world_size, seed=cfg.run.seed,
+                         workers=cfg.data.workers, pin_memory=device.type == "cuda", state=data_state)
 
     # ---- the step loop ---------------------------------------------------------------------------------------
     autocast = get_autocast(cfg.run.amp, device)
@@ -125,60 +121,65 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ckpt.restore_rng_state(rng_to_restore)
     status, last = "completed", {}
     model.train()
-    with stop_signal:
-        while state["step"] < cfg.run.steps:
-            step = state["step"]
-            batch = to_device(next(batches), device)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg.optim, cfg.run.steps)
-            with autocast():
-                out = model(**model_inputs(batch, raw_model))
-                losses = loss_fn(**out, audio_mask=batch["audio_mask"], text_mask=batch["text_mask"])
-            # One collective per step: did any rank get a non-finite loss, or a stop signal?
-            loss_bad, stop_now = any_rank(info, not torch.isfinite(losses["loss"]).item(), stop_signal.received)
-            grad_norm = torch.tensor(float("nan"))
-            if not loss_bad:
-                losses["loss"].backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named_params], max_norm)
-                if torch.isfinite(grad_norm):  # identical on all ranks: DDP has averaged the gradients
-                    optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] = step + 1
-            state["samples_seen"] += batch_size * info.world_size
-            if loss_bad or not torch.isfinite(grad_norm):
-                state["nonfinite_total"] += 1
-                state["nonfinite_consecutive"] += 1
-                log.warning("step %d: non-finite %s; step skipped (%d in a row, %d in total)", step,
-                            "loss" if loss_bad else "gradient", state["nonfinite_consecutive"],
-                            state["nonfinite_total"])
-                if state["nonfinite_consecutive"] >= cfg.run.max_nonfinite:
-                    path = save_training_state(run_dir, raw_model, optimizer, param_names, state, sampler, cfg, info)
-                    logger.close()
+    try:
+        with stop_signal:
+            while state["step"] < cfg.run.steps:
+                step = state["step"]
+                batch = to_device(next(stream), device)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, cfg.optim, cfg.run.steps)
+                with autocast():
+                    out = model(**model_inputs(batch, raw_model))
+                    losses = loss_fn(**out, audio_mask=batch["audio_mask"], text_mask=batch["text_mask"])
+                # One collective per step: did any rank get a non-finite loss, or a stop signal?
+                loss_bad, stop_now = any_rank(info, not torch.isfinite(losses["loss"]).item(), stop_signal.received)
+                grad_norm = torch.tensor(float("nan"))
+                if not loss_bad:
+                    losses["loss"].backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named_params], max_norm)
+                    if torch.isfinite(grad_norm):  # the same on all ranks: DDP has averaged the gradients
+                        optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"], state["samples_seen"] = step + 1, state["samples_seen"] + batch_size * info.world_size
+                if count_nonfinite(state, loss_bad, bool(torch.isfinite(grad_norm)), step) >= cfg.run.max_nonfinite:
+                    path = save_training_state(run_dir, raw_model, optimizer, param_names, state, stream, cfg, info)
                     raise NonFiniteLossError(
                         f"{cfg.run.max_nonfinite} consecutive steps (up to step {step}) had a non-finite loss or "
-                        f"gradient; the run stopped. {path} holds the last good weights (from step "
-                        f"{step + 1 - state['nonfinite_consecutive']}). Check the data, lower optim.lr, or set "
-                        "optim.grad_clip.")
-            else:
-                state["nonfinite_consecutive"] = 0
-            if state["step"] % cfg.run.log_every == 0 or state["step"] == cfg.run.steps:
-                last = logger.log(state, losses, grad_norm, optimizer.param_groups[0]["lr"], info)
-            else:
-                logger.advance()
-            if state["step"] % cfg.run.checkpoint_every == 0 or state["step"] == cfg.run.steps or stop_now:
-                path = save_training_state(run_dir, raw_model, optimizer, param_names, state, sampler, cfg, info)
-            if stop_now:
-                status = "interrupted"
-                log.warning("stop signal received: checkpoint %s written at step %d; continue with "
-                            "run.resume=auto", path, state["step"])
-                break
-    logger.close()
-    summary = {"status": status, "step": state["step"], "checkpoint": str(ckpt.find_latest(run_dir)),
-               "run_dir": str(run_dir), "loss": last.get("loss"), "nonfinite_steps": state["nonfinite_total"],
-               "clips_per_s": logger.clips_per_s()}
-    if created_group and info.distributed:
-        dist.destroy_process_group()
-    return summary
+                        f"gradient; the run stopped. {path} holds the last good weights (those after step "
+                        f"{step + 1 - cfg.run.max_nonfinite}). Check the data, lower optim.lr or set optim.grad_clip.")
+                if state["step"] % cfg.run.log_every == 0 or state["step"] == cfg.run.steps:
+                    last = logger.log(state, losses, grad_norm, optimizer.param_groups[0]["lr"], stream, info)
+                else:
+                    logger.advance()
+                if state["step"] % cfg.run.checkpoint_every == 0 or state["step"] == cfg.run.steps or stop_now:
+                    path = save_training_state(run_dir, raw_model, optimizer, param_names, state, stream, cfg, info)
+                if stop_now:
+                    status = "interrupted"
+                    log.warning("stopped by a signal after step %d; checkpoint %s; continue with --resume auto",
+                                state["step"], path)
+                    break
+    finally:
+        logger.close()
+        stream.close()
+        if created_group and info.distributed:
+            dist.destroy_process_group()
+    if info.primary and stream.report.num_skipped:
+        log.warning("clips skipped by the data pipeline (rank 0):\n%s", stream.report.summary())
+    return {"status": status, "step": state["step"], "checkpoint": str(ckpt.find_latest(run_dir)),
+            "run_dir": str(run_dir), "loss": last.get("loss"), "nonfinite_steps": state["nonfinite_total"],
+            "clips_per_s": logger.clips_per_s()}
+
+
+def count_nonfinite(state: dict[str, Any], loss_bad: bool, grad_finite: bool, step: int) -> int:
+    """Updates the non-finite counters after a step; returns how many steps in a row were skipped."""
+    if not loss_bad and grad_finite:
+        state["nonfinite_consecutive"] = 0
+        return 0
+    state["nonfinite_total"] += 1
+    state["nonfinite_consecutive"] += 1
+    log.warning("step %d: non-finite %s, step skipped (%d in a row, %d in total)", step,
+                "loss" if loss_bad else "gradient", state["nonfinite_consecutive"], state["nonfinite_total"])
+    return state["nonfinite_consecutive"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,16 +293,15 @@ def any_rank(info: DistInfo, *flags: bool) -> tuple[bool, ...]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
-                        state: dict[str, Any], sampler: InfiniteSampler, cfg: TrainConfig, info: DistInfo) -> Path:
-    """Gathers every rank's RNG state and writes ``ckpt_<step>`` from rank 0; all ranks call it."""
-    rng_states = [ckpt.capture_rng_state()]
+                        state: dict[str, Any], stream: BatchStream, cfg: TrainConfig, info: DistInfo) -> Path:
+    """Gathers every rank's RNG and data position and writes ``ckpt_<step>`` from rank 0; all ranks call it."""
+    rank_states = [{"rng": ckpt.capture_rng_state(), "data": stream.state_dict()}]
     if info.distributed:
-        rng_states = [None] * info.world_size
-        dist.all_gather_object(rng_states, ckpt.capture_rng_state())
+        rank_states = [None] * info.world_size
+        dist.all_gather_object(rank_states, {"rng": ckpt.capture_rng_state(), "data": stream.state_dict()})
     path = run_dir / ckpt.checkpoint_name(state["step"])
     if info.primary:
-        trainer_state = {**state, "sampler": sampler.state_dict(state["step"]), "world_size": info.world_size,
-                         "rng": rng_states, "config": config_to_dict(cfg)}
+        trainer_state = {**state, "world_size": info.world_size, "ranks": rank_states, "config": config_to_dict(cfg)}
         path = ckpt.save_checkpoint(run_dir, state["step"], model, optimizer, param_names, trainer_state,
                                     cfg.run.keep_last)
     if info.distributed:
@@ -310,36 +310,36 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
 
 
 def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
-                        info: DistInfo) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Loads weights and optimizer state from a checkpoint; returns the loop counters and this rank's RNG state."""
+                        info: DistInfo) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """Loads weights and optimizer state; returns the loop counters and this rank's RNG state and data position.
+
+    Raises:
+        ValueError: The checkpoint was written by a launch with another number of processes (its per-rank data
+            positions and random states do not map onto this one).
+    """
     from safetensors.torch import load_file
 
     trainer_state = ckpt.read_trainer_state(path)
+    if trainer_state.get("world_size") != info.world_size:
+        raise ValueError(f"{path} was written by {trainer_state.get('world_size')} processes, this launch has "
+                         f"{info.world_size}: launch the same number to resume exactly (or start a new run from "
+                         "its weights)")
     weights = load_file(str(path / "model.safetensors"), device=str(info.device))
     model.load_state_dict(weights, strict=True)
     ckpt.load_optimizer(optimizer, param_names, path / ckpt.OPTIMIZER_NAME)
-    rng_states = trainer_state.get("rng") or []
-    if trainer_state.get("world_size") != info.world_size:
-        log.warning("%s was written by %s processes, this launch has %d: the data order and random states cannot "
-                    "continue exactly", path, trainer_state.get("world_size"), info.world_size)
-    rng = rng_states[info.rank] if info.rank < len(rng_states) else None
-    keys = ("step", "samples_seen", "nonfinite_total", "nonfinite_consecutive")
-    state = {k: int(trainer_state.get(k, 0)) for k in keys}
-    state["sampler"] = trainer_state.get("sampler")
+    rank_state = trainer_state["ranks"][info.rank]
+    state = {k: int(trainer_state.get(k, 0)) for k in ("step", "samples_seen", "nonfinite_total",
+                                                         "nonfinite_consecutive")}
     if info.primary:
         log.info("resuming from %s (step %d)", path, state["step"])
-    return state, rng
+    return state, rank_state["rng"], rank_state["data"]
 
 
-def check_sampler_state(saved: dict[str, Any] | None, sampler: InfiniteSampler) -> None:
-    """Warns when a resumed run's data stream cannot continue the checkpoint's exactly."""
-    if saved is None:
-        return
-    current = sampler.state_dict(saved.get("step", 0))
-    changed = [k for k in ("seed", "num_samples", "global_batch") if saved.get(k) != current[k]]
-    if changed:
-        log.warning("the data stream differs from the checkpoint's (%s changed): the resumed run sees a different "
-                    "order of clips", ", ".join(changed))
+def text_vocab_size(model: nn.Module) -> int | None:
+    """Rows of the model's word embedding (the largest usable word id + 1), or None without a text branch."""
+    text = getattr(model, "text_backbone", None)
+    embed = getattr(text, "embed", None)
+    return None if embed is None else embed.weight.shape[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ class MetricLogger:
                                                                                   self.start_time)
 
     def log(self, state: dict[str, Any], losses: dict[str, torch.Tensor], grad_norm: torch.Tensor, lr: float,
-            info: DistInfo) -> dict[str, Any]:
+            stream: BatchStream, info: DistInfo) -> dict[str, Any]:
         """Averages the loss terms over ranks and records one row; returns it (on every rank)."""
         names = sorted(losses)
         values = all_reduce_mean(torch.stack([losses[n].detach().float() for n in names]))
@@ -422,16 +422,19 @@ class MetricLogger:
         self.window_step, self.window_time = state["step"], now
         row = {"step": state["step"], **{n: float(v) for n, v in zip(names, values.tolist())}, "lr": lr,
                "grad_norm": float(grad_norm), "clips_per_s": rate, "samples_seen": state["samples_seen"],
-               "nonfinite_total": state["nonfinite_total"], "elapsed_s": now - self.start_time}
+               "nonfinite_total": state["nonfinite_total"], "skipped_clips": stream.report.num_skipped,
+               "elapsed_s": now - self.start_time}
         if self.device.type == "cuda":
             row["max_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if not self.primary:
             return row
-        self.jsonl.write(json.dumps(row) + "\n")
+        # NOTE: NaN/inf are not JSON; a skipped step's loss is written as null.
+        self.jsonl.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                                     for k, v in row.items()}) + "\n")
         self.jsonl.flush()
         if self.writer is not None:
             for key, value in row.items():
-                if key != "step" and math.isfinite(value):
+                if key != "step" and math.isfinite(float(value)):
                     self.writer.add_scalar(f"train/{key}", value, state["step"])
         if self.bar is not None:
             self.bar.update(state["step"] - self.bar.n)

@@ -3,8 +3,8 @@
 Each clip belongs to one of ``num_classes`` hidden concepts, and every modality shows the concept through its own
 evidence under per-clip noise:
 
-* video: a drifting sinusoidal grating whose orientation, spatial frequency, direction of motion and tint are the
-  concept's, with a random phase and pixel noise;
+* video: a drifting sinusoidal grating whose orientation, spatial frequency and direction of motion are the
+  concept's, over the concept's background colour, with a random phase and pixel noise;
 * audio: a log-mel spectrogram with energy in the concept's two mel bands, pulsing at the concept's rate from a
   random phase, over noise;
 * text: up to K narrations of random filler words in which one to three of the concept's four words appear.
@@ -92,7 +92,7 @@ class SyntheticClips(Dataset):
             "angle": rng.permutation(np.linspace(0, math.pi, c, endpoint=False)),
             "frequency": rng.permutation(np.linspace(1.5, 4.0, c)),  # cycles per frame width
             "velocity": rng.choice([-1.0, 1.0], size=c) * rng.uniform(0.1, 0.25, size=c),  # cycles per frame
-            "tint": rng.uniform(0.3, 1.0, size=(c, 3)),
+            "colour": rng.uniform(0.25, 0.75, size=(c, 3)),
             "bands": np.stack([rng.permutation(np.arange(2, self.mel_bins - 2))[:2] for _ in range(c)]),
             "pulse": rng.uniform(0.1, 0.4, size=c),  # pulses per spectrogram frame
         }
@@ -100,7 +100,9 @@ class SyntheticClips(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        # (index, epoch) keys come from mmv.data.sampling.ResumableSampler; a synthetic clip ignores the epoch.
+        index = key[0] if isinstance(key, tuple) else key
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} synthetic clips")
         global_index = self.first_index + index
@@ -133,7 +135,7 @@ class SyntheticClips(Dataset):
         t = np.arange(self.num_frames)[:, None, None]
         phase = rng.uniform(0, 2 * math.pi)
         wave = np.cos(2 * math.pi * (concepts["frequency"][label] * along + concepts["velocity"][label] * t) + phase)
-        frames = 0.5 + 0.35 * wave[..., None] * concepts["tint"][label]  # [T, H, W, 3]
+        frames = concepts["colour"][label] + 0.2 * wave[..., None]  # [T, H, W, 3]
         frames = frames + rng.normal(0.0, 0.1, size=frames.shape)
         return np.clip(frames, 0.0, 1.0).astype(np.float32)
 
