@@ -58,12 +58,12 @@ def tiny_model() -> torch.nn.Module:
     return calibrated_tiny_model()
 
 
-def class_frames(label: int, seed: int, num_frames: int = 12, size: int = 32) -> np.ndarray:
+def class_frames(label: int, seed: int, num_frames: int = 12, size: int = 32, noise: float = 20.0) -> np.ndarray:
     """``[T, size, size, 3]`` uint8: the class colour (a palette colour, darker for labels past the palette) plus a
     little noise. Windows, crops and flips of such a clip all look alike, so features separate by class."""
     rng = np.random.default_rng(seed)
     colour = PALETTE[label % len(PALETTE)] * (1.0 - 0.35 * (label // len(PALETTE)))
-    frames = np.broadcast_to(colour, (num_frames, size, size, 3)) + rng.normal(0, 20, size=(num_frames, size, size, 3))
+    frames = np.broadcast_to(colour, (num_frames, size, size, 3)) + rng.normal(0, noise, size=(num_frames, size, size, 3))
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
@@ -134,7 +134,7 @@ def write_image(path: str | os.PathLike, label: int, seed: int, size: int = 40) 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(class_frames(label, seed, num_frames=1, size=size)[0]).save(path)
+    Image.fromarray(class_frames(label, seed, num_frames=1, size=size, noise=3.0)[0]).save(path)
     return path
 
 

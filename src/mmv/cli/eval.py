@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "UCF101 script; DMVR's HMDB51 script uses 10; demo: the corpus's)")
     v.add_argument("--min-resize", type=int, default=None, help="short side before cropping (default: 224)")
     v.add_argument("--crop", type=int, default=None, help="crop side (default: 224; demo: the frame size)")
-    v.add_argument("--passes", type=int, default=10, help="augmented training passes (default: 10)")
+    v.add_argument("--passes", type=int, default=None, help="augmented training passes (default: 10; demo: 3)")
     v.add_argument("--windows", type=int, default=None,
                    help="test windows per clip (default: 10 for probes, 4 for retrieval)")
     v.add_argument("--splits", default="1,2,3", help="official splits to run (default: 1,2,3)")
@@ -113,6 +113,7 @@ def _dispatch(args: argparse.Namespace, model: Any, cache: Path | None) -> tuple
         from mmv.eval.demo import DemoEvalConfig, demo_table, evaluate_demo
 
         cfg = DemoEvalConfig(num_frames=args.frames or 16, fps=args.fps, crop=args.crop, sample_rate=None,
+                             train_passes=args.passes or 3, test_windows=args.windows or 4,
                              batch_size=args.batch_size)
         result = evaluate_demo(model, args.data, cfg=cfg, vocab=args.vocab, seed=args.seed, **common)
         return result, demo_table(result)
@@ -129,7 +130,7 @@ def _dispatch(args: argparse.Namespace, model: Any, cache: Path | None) -> tuple
 def _video_probe(args, model, spec, common):
     from mmv.eval.linear_probe import VideoProbeConfig, evaluate_video_probe, probe_table
 
-    cfg = VideoProbeConfig(spec=spec, train_passes=args.passes, test_windows=args.windows or 10, C=args.C,
+    cfg = VideoProbeConfig(spec=spec, train_passes=args.passes or 10, test_windows=args.windows or 10, C=args.C,
                            classifier=args.classifier, space=args.space, batch_size=args.batch_size,
                            num_workers=args.workers, seed=args.seed)
     dataset = {"video-folder": "folder"}.get(args.task, args.task)

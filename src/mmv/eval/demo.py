@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -79,17 +78,17 @@ def read_manifest(data_dir: Path, split: str) -> list[dict[str, Any]]:
     return records
 
 
-_TIMING = re.compile(r"-->")
-
-
 def caption_text(path: Path | None) -> str:
-    """All cue texts of a WebVTT file joined by spaces (timing lines, header and cue ids dropped)."""
+    """All narrations of a caption file joined by spaces ("" when there is none or it cannot be read)."""
+    from mmv.data.narrations import NarrationError, read_narrations
+
     if path is None or not path.is_file():
         return ""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    cues = [ln.strip() for ln in lines if ln.strip() and not _TIMING.search(ln) and not ln.startswith("WEBVTT")
-            and not ln.strip().isdigit() and not ln.startswith("NOTE")]
-    return " ".join(cues)
+    try:
+        return " ".join(n.text for n in read_narrations(path))
+    except NarrationError as err:
+        logger.warning("ignoring unreadable captions %s (%s)", path, err)
+        return ""
 
 
 def _settings(data_dir: Path, cfg: DemoEvalConfig) -> tuple[VideoClipSpec, AudioClipSpec, dict[str, Any]]:
@@ -205,9 +204,10 @@ class _Context:
         keep = {r["video"] for r in queries}
         out = {}
         for direction in directions:
-            r = _restrict_queries(result["directions"][direction], clips, keep)
+            r = _restrict_queries(result["directions"][direction], clips, [c["label"] for c in test], keep)
             name = "text_to_video" if direction == "text->video" else "text_to_audio"
-            out[name] = {"metric": "R@1 %", "value": r["R@1"], "chance": r["chance"]["R@1"], **r}
+            out[name] = {"what": f"{direction} retrieval (class match)", "metric": "R@1 %", "value": r["R@1"],
+                         "chance": r["chance"]["R@1"], "margin": r["R@1"] - r["chance"]["R@1"], "detail": r}
         return out
 
     def images(self, train, test, cache_dir, num_classes: int) -> dict[str, Any]:
@@ -241,18 +241,22 @@ class _Context:
         return out
 
 
-def _restrict_queries(result: dict[str, Any], clips: list[CaptionedClip], keep: set[str]) -> dict[str, Any]:
-    """Recomputes the metrics over on-topic queries only (off-topic narrations cannot name the class)."""
-    from mmv.eval.metrics import retrieval_metrics
+def _restrict_queries(result: dict[str, Any], clips: list[CaptionedClip], labels: list[int],
+                      keep: set[str]) -> dict[str, Any]:
+    """Metrics and chance over on-topic queries only (off-topic narrations cannot name the class)."""
+    from mmv.eval.metrics import retrieval_chance, retrieval_metrics
 
     if not result.get("num_queries"):
         return {**result, "R@1": float("nan"), "chance": {"R@1": float("nan")}}
     ranks = np.asarray(result["ranks"])
-    mask = np.array([clips[i].key in keep for i in result["clip_index"]], dtype=bool)
+    index = np.asarray(result["clip_index"])  # the clip of each query; the candidates are the same clips
+    mask = np.array([clips[i].key in keep for i in index], dtype=bool)
     if not mask.any():
-        return {**result, "R@1": float("nan"), "num_queries": 0}
+        return {**result, "R@1": float("nan"), "num_queries": 0, "chance": {"R@1": float("nan")}}
+    candidate_labels = np.asarray(labels)[index]
+    positives = [(candidate_labels == labels[i]).sum() for i in index[mask]]
     return {**result, **retrieval_metrics(ranks[mask]), "ranks": ranks[mask].tolist(),
-            "query_clip_index": np.asarray(result["clip_index"])[mask].tolist()}
+            "query_clip_index": index[mask].tolist(), "chance": retrieval_chance(len(index), positives)}
 
 
 def _middle_frames(records: list[dict[str, Any]], folder: Path) -> list[Path | None]:

@@ -203,11 +203,14 @@ def resolve_model(spec: str, device: str = "cpu") -> torch.nn.Module:
     raise FileNotFoundError(f"{spec}: neither a saved model nor a registered architecture (see 'mmv info --list')")
 
 
-def load_tokenizer(vocab: str | Path | None) -> Any:
-    """A callable ``list[str] -> [N, L] int64 word ids`` from a vocabulary file (``mmv vocab``), or None."""
+def load_tokenizer(vocab: str | Path | None, max_words: int = 16) -> Any:
+    """A callable ``list[str] -> [N, max_words] int64 word ids`` from a vocabulary file (``mmv vocab``), or None.
+
+    Tokenisation is :class:`mmv.data.tokenizer.Tokenizer`'s (lower case, punctuation and stop words removed,
+    ``max_words`` = 16 as in the paper).
+    """
     if vocab is None:
         return None
     from mmv.data.tokenizer import Tokenizer, Vocabulary
 
-    tokenizer = Tokenizer(Vocabulary.load(vocab))
-    return lambda sentences: np.asarray(tokenizer.batch(sentences), dtype=np.int64)
+    return Tokenizer(Vocabulary.load(vocab), max_words=max_words).encode_batch
