@@ -208,9 +208,10 @@ def test_transcribe_command_writes_vtt_beside_each_video(tmp_path, speech, capsy
     _write_speech_video(tmp_path / "talk.mp4", waveform, rate)
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)  # a truncated mp4
     (tmp_path / "notes.txt").write_text("not media")
-    assert main(["transcribe", str(tmp_path)]) == 0
+    assert main(["transcribe", str(tmp_path), "--workers", "2"]) == 0  # one recogniser per worker process
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["files"], summary["transcribed"], summary["failed"]) == (2, 1, 1)
+    assert summary["audio_seconds"] == pytest.approx(len(waveform) / rate, abs=0.1)
     assert list(summary["failures"].values()) == [[str(tmp_path / "broken.mp4")]]
     narrations = read_narrations(tmp_path / "talk.vtt")
     assert _recall(narrations) >= 0.6, narrations

@@ -7,6 +7,10 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from mmv.data.asr import ASRBackend
 
 logger = logging.getLogger("mmv.transcribe")
 
@@ -44,11 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--language", help="whisper: language code such as 'en' (default: detected)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     parser.add_argument("--overwrite", action="store_true", help="replace existing .vtt files")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes transcribing in parallel, each with its own recogniser (default: 1)")
     parser.set_defaults(func=run)
     return parser
 
 
-def _backend_options(args: argparse.Namespace) -> dict:
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "whisper":
         if args.lm or args.dict:
             raise ValueError("--lm and --dict are options of the pocketsphinx backend")
@@ -73,53 +79,110 @@ def find_media(root: str, recursive: bool) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mmv.data.asr import get_backend, transcribe_file
+    from mmv.data.asr import get_backend
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    began = time.perf_counter()
+    files = find_media(args.dir, args.recursive)
+    todo, counts = _plan(files, args.overwrite)
+    options = _backend_options(args)
+    backend = get_backend(args.backend, **options)  # also checks engine and model before any worker starts
+    if args.workers > 1 and len(todo) > 1:
+        del backend
+        outcomes = _run_parallel(todo, args.backend, options, args.workers)
+    else:
+        outcomes = (_transcribe_to_vtt(path, backend) for path in todo)
+    failures: dict[str, list[str]] = collections.defaultdict(list)
+    num_narrations, audio_seconds = 0, 0.0
+    for path, reason, lines, seconds in tqdm(outcomes, total=len(todo), desc="transcribe", unit="file"):
+        if reason is not None:
+            failures[reason].append(path)
+            continue
+        counts["transcribed"] += 1
+        num_narrations += lines
+        audio_seconds += seconds
+    return _report(args, files, counts, failures, num_narrations, audio_seconds, time.perf_counter() - began)
+
+
+def _plan(files: list[Path], overwrite: bool) -> tuple[list[Path], collections.Counter[str]]:
+    """The files to transcribe, and counts of those skipped."""
+    counts: collections.Counter[str] = collections.Counter()
+    todo, outputs = [], set()
+    for path in files:
+        out = path.with_suffix(".vtt")
+        if out in outputs:
+            # NOTE: two files with the same stem (a.mp4, a.wav) map to one a.vtt; the first (sorted) wins.
+            counts["skipped_same_stem"] += 1
+        elif out.exists() and not overwrite:
+            counts["skipped_existing"] += 1
+        else:
+            todo.append(path)
+        outputs.add(out)
+    return todo, counts
+
+
+def _transcribe_to_vtt(path: Path, backend: ASRBackend) -> tuple[str, str | None, int, float]:
+    """Transcribes one file and writes its .vtt; returns (path, failure reason or None, lines, audio seconds)."""
+    from mmv.data.asr import ASR_SAMPLE_RATE, load_audio
     from mmv.data.media import MediaError
     from mmv.data.narrations import write_webvtt
 
-    began = time.perf_counter()
-    files = find_media(args.dir, args.recursive)
-    backend = get_backend(args.backend, **_backend_options(args))
-    counts: collections.Counter[str] = collections.Counter()
-    failures: dict[str, list[str]] = collections.defaultdict(list)
-    written_stems: set[Path] = set()
-    num_narrations = 0
-    for path in tqdm(files, desc="transcribe", unit="file"):
-        out = path.with_suffix(".vtt")
-        if out in written_stems:
-            # NOTE: two files with the same stem (a.mp4, a.wav) map to one a.vtt; the first (sorted) wins.
-            counts["skipped_same_stem"] += 1
-            continue
-        if out.exists() and not args.overwrite:
-            counts["skipped_existing"] += 1
-            continue
-        try:
-            narrations = transcribe_file(path, backend)
-            write_webvtt(narrations, out)
-        except MediaError as err:
-            failures[err.reason].append(str(path))
-            logger.warning("skipped %s", err)
-            continue
-        except (OSError, RuntimeError, ValueError) as err:  # a write error or a backend failure on this file
-            failures[type(err).__name__].append(str(path))
-            logger.warning("failed on %s: %s", path, err)
-            continue
-        written_stems.add(out)
-        counts["transcribed"] += 1
-        num_narrations += len(narrations)
-    return _report(args, files, counts, failures, num_narrations, time.perf_counter() - began)
+    try:
+        waveform = load_audio(path, ASR_SAMPLE_RATE)
+        narrations = backend.transcribe(waveform, ASR_SAMPLE_RATE)
+        write_webvtt(narrations, path.with_suffix(".vtt"))
+    except MediaError as err:
+        logger.warning("skipped %s", err)
+        return str(path), err.reason, 0, 0.0
+    except (OSError, RuntimeError, ValueError) as err:  # a write error or a backend failure on this file
+        logger.warning("failed on %s: %s", path, err)
+        return str(path), type(err).__name__, 0, 0.0
+    return str(path), None, len(narrations), len(waveform) / ASR_SAMPLE_RATE
+
+
+# One backend per worker process, made once by the pool's initializer (recognisers are slow to load).
+_worker_backend: ASRBackend | None = None
+
+
+def _init_worker(name: str, options: dict[str, Any]) -> None:
+    global _worker_backend
+    from mmv.data.asr import get_backend
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _worker_backend = get_backend(name, **options)
+
+
+def _work(path: Path) -> tuple[str, str | None, int, float]:
+    return _transcribe_to_vtt(path, _worker_backend)
+
+
+def _run_parallel(todo: list[Path], name: str, options: dict[str, Any],
+                  workers: int) -> Iterator[tuple[str, str | None, int, float]]:
+    """Yields the outcomes of ``_transcribe_to_vtt`` from ``workers`` processes, in completion order."""
+    import concurrent.futures
+    import multiprocessing
+
+    # NOTE: 'spawn', not fork: a forked copy of a process that has used FFmpeg's or a recogniser's threads can hang.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(name, options)) as pool:
+        futures = [pool.submit(_work, path) for path in todo]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
 
 
 def _report(args: argparse.Namespace, files: list[Path], counts: collections.Counter[str],
-            failures: dict[str, list[str]], num_narrations: int, seconds: float) -> int:
+            failures: dict[str, list[str]], num_narrations: int, audio_seconds: float, seconds: float) -> int:
     num_failed = sum(len(paths) for paths in failures.values())
-    print(f"{len(files)} media files in {args.dir}: {counts['transcribed']} transcribed ({num_narrations} lines), "
-          f"{counts['skipped_existing']} already had a .vtt, {num_failed} failed; {seconds:.1f} s")
+    print(f"{len(files)} media files in {args.dir}: {counts['transcribed']} transcribed ({num_narrations} lines from "
+          f"{audio_seconds:.0f} s of audio), {counts['skipped_existing']} already had a .vtt, {num_failed} failed; "
+          f"{seconds:.1f} s")
     for reason, paths in sorted(failures.items()):
         print(f"  {reason}: {len(paths)} (e.g. {paths[0]})")
     summary = {
         "dir": args.dir, "backend": args.backend, "files": len(files), "transcribed": counts["transcribed"],
-        "narrations": num_narrations, "skipped_existing": counts["skipped_existing"],
+        "narrations": num_narrations, "audio_seconds": round(audio_seconds, 2), "skipped_existing": counts["skipped_existing"],
         "skipped_same_stem": counts["skipped_same_stem"], "failed": num_failed,
         "failures": {reason: paths for reason, paths in sorted(failures.items())}, "seconds": round(seconds, 2),
     }
