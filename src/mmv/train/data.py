@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .config import DataSection, DatasetSpec
 from .synthetic import SyntheticClips
@@ -52,18 +52,24 @@ def num_audio_frames(data: DataSection) -> int:
     return num_spectrogram_frames(round(data.num_frames / data.fps * data.sample_rate), mel_config(data))
 
 
-def build_dataset(data: DataSection, seed: int, vocab_size: int | None = None) -> Dataset:
+def build_dataset(data: DataSection, seed: int, vocab_size: int | None = None, *, rank: int = 0,
+                  world_size: int = 1) -> Dataset:
     """The training dataset the config describes; several datasets are mixed by weight.
 
     Args:
         data: The data section.
         seed: Seeds clip choice and augmentation.
         vocab_size: The model's vocabulary size; a larger word-to-id table is an error. None: not checked.
+        rank: This process's rank (shards are split across ranks by the dataset itself).
+        world_size: Number of processes.
     """
     tokenizer = _tokenizer(data, vocab_size)
-    datasets = [_one_dataset(spec, data, seed, tokenizer) for spec in data.datasets]
+    datasets = [_one_dataset(spec, data, seed, tokenizer, rank, world_size) for spec in data.datasets]
     if len(datasets) == 1:
         return datasets[0]
+    if any(isinstance(d, IterableDataset) for d in datasets):
+        raise ValueError("shards stream in order and cannot be mixed with other datasets by weight; mix the "
+                         "sources when writing the shards (mmv prepare) or use folders/manifests")
     from mmv.data.datasets import MixedDataset
 
     return MixedDataset(datasets, [spec.weight for spec in data.datasets], seed=seed)
@@ -83,7 +89,8 @@ def _tokenizer(data: DataSection, vocab_size: int | None) -> Any:
     return Tokenizer(vocab, max_words=data.max_words)
 
 
-def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any) -> Dataset:
+def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any, rank: int,
+                 world_size: int) -> Dataset:
     if spec.kind == "synthetic":
         return synthetic_dataset(spec, data, seed)
     from mmv.data.transforms import VideoTransform
@@ -94,7 +101,7 @@ def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any
     if spec.kind == "shards":
         from mmv.data.shards import ShardDataset
 
-        return ShardDataset(spec.path, **common)
+        return ShardDataset(spec.path, rank=rank, world_size=world_size, **common)
     from mmv.data.datasets import ClipDataset, read_manifest, scan_folder
 
     if spec.kind == "folder":
@@ -134,9 +141,16 @@ def _split(batch: dict[str, Any]) -> list[dict[str, Any]]:
 class BatchStream:
     """Endless batches of exactly ``batch_size`` usable clips for one rank, resumable at any step.
 
+    Map-style datasets are read through :class:`~mmv.data.sampling.ResumableSampler` (a resumed stream starts
+    directly at its position). Iterable datasets (:class:`~mmv.data.shards.ShardDataset`) have no random access:
+    a resumed stream replays its epoch from the start and drops the clips before its position, which costs their
+    decoding once, and is exact only with the same number of DataLoader workers (their interleaving is part of
+    the order).
+
     Args:
-        dataset: A map-style dataset accepting ``(index, epoch)`` keys; it may return
-            :class:`~mmv.data.datasets.SkippedSample` markers, which are counted and replaced by the next clips.
+        dataset: A map-style dataset accepting ``(index, epoch)`` keys, or an iterable one with ``set_epoch``; it
+            may produce :class:`~mmv.data.datasets.SkippedSample` markers, which are counted and replaced by the
+            next clips.
         batch_size: Clips per batch (per rank).
         rank: This process's rank.
         world_size: Number of processes.
@@ -151,13 +165,23 @@ class BatchStream:
         from mmv.data.datasets import SkipReport
         from mmv.data.sampling import ResumableSampler
 
-        if len(dataset) < 1:
-            raise ValueError("the training dataset is empty")
-        self.batch_size = batch_size
-        self.sampler = ResumableSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, yield_epoch=True)
+        self.dataset, self.batch_size = dataset, batch_size
         self.report = SkipReport()
+        self.sampler = None
+        self._epoch, self._next_position = 0, 0
+        self._floor = (0, 0)  # (epoch, position): clips before it were trained on before the resume
+        if isinstance(dataset, IterableDataset):
+            if state is not None:
+                self._epoch, self._floor = state["epoch"], (state["epoch"], state["position"])
+        else:
+            if len(dataset) < 1:
+                raise ValueError("the training dataset is empty")
+            self.sampler = ResumableSampler(len(dataset), seed=seed, rank=rank, world_size=world_size,
+                                            yield_epoch=True)
+            if state is not None:
+                self.sampler.load_state_dict(state["sampler"])
+            self._epoch, self._next_position = self.sampler.epoch, self.sampler.position
         if state is not None:
-            self.sampler.load_state_dict(state["sampler"])
             self.report.counts.update(state.get("skipped_by_reason", {}))
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
@@ -165,15 +189,20 @@ class BatchStream:
             generator=torch.Generator().manual_seed(seed * 7919 + rank), prefetch_factor=4 if workers else None)
         self.buffer: collections.deque[tuple[int, int, dict[str, Any]]] = collections.deque()  # (epoch, pos, sample)
         self._iterator = None
-        self._epoch, self._next_position = self.sampler.epoch, self.sampler.position
         self._empty_passes = 0
 
+    def _start_pass(self) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(self._epoch)  # the pass starts at self._next_position
+        elif hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self._epoch)
+        self._iterator = iter(self.loader)
+
     def _pull(self) -> tuple[int, int, dict[str, Any]]:
-        """The next collated loader batch with its epoch and the sampler position of its first clip."""
+        """The next collated loader batch, its epoch and the position of its first clip in that epoch's order."""
         while True:
             if self._iterator is None:
-                self.sampler.set_epoch(self._epoch)
-                self._iterator = iter(self.loader)  # the sampler's pass starts at self._next_position
+                self._start_pass()
             try:
                 batch = next(self._iterator)
             except StopIteration:
@@ -181,14 +210,20 @@ class BatchStream:
                 self._epoch, self._next_position = self._epoch + 1, 0
                 self._empty_passes += 1
                 if self._empty_passes > 2:
-                    raise RuntimeError(f"no usable clip in a whole epoch; skipped: {self.report.summary()}") from None
+                    raise RuntimeError(f"no usable clip in a whole epoch; {self.report.summary()}") from None
                 continue
             start = self._next_position
             self._next_position += len(batch["kept"]) + len(batch["skipped"])
-            self.report.update(batch)
             if batch["kept"]:
                 self._empty_passes = 0
             return self._epoch, start, batch
+
+    def _record_skips(self, epoch: int, start: int, batch: dict[str, Any], floor: int) -> None:
+        kept = set(batch["kept"])
+        skipped_positions = [i for i in range(len(kept) + len(batch["skipped"])) if i not in kept]
+        for position, skipped in zip(skipped_positions, batch["skipped"]):
+            if start + position >= floor:  # those before the floor were counted before the resume
+                self.report.add(skipped)
 
     def __iter__(self) -> "BatchStream":
         return self
@@ -198,19 +233,30 @@ class BatchStream:
 
         while len(self.buffer) < self.batch_size:
             epoch, start, batch = self._pull()
-            if not self.buffer and len(batch["kept"]) == self.batch_size:
+            floor = self._floor[1] if epoch == self._floor[0] else 0
+            self._record_skips(epoch, start, batch, floor)
+            self.report.samples_seen += len(batch["kept"])
+            if not self.buffer and len(batch["kept"]) == self.batch_size and start >= floor:
                 return batch  # the common case: a full batch, nothing to top up
             for position, sample in zip(batch["kept"], _split(batch)):
-                self.buffer.append((epoch, start + position, sample))
+                if start + position >= floor:
+                    self.buffer.append((epoch, start + position, sample))
         samples = [self.buffer.popleft()[2] for _ in range(self.batch_size)]
         return collate_clips(samples)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the next batch starts (the first clip not yet returned), plus the skip counts so far."""
-        epoch, position = (self.buffer[0][0], self.buffer[0][1]) if self.buffer else (self._epoch,
-                                                                                    self._next_position)
-        sampler_state = {**self.sampler.state_dict(0), "epoch": epoch, "position": position}
-        return {"sampler": sampler_state, "skipped_by_reason": dict(self.report.counts)}
+        if self.buffer:
+            epoch, position = self.buffer[0][0], self.buffer[0][1]
+        else:
+            epoch, position = self._epoch, self._next_position
+            if (epoch, position) < self._floor:  # still before the resume point
+                epoch, position = self._floor
+        state: dict[str, Any] = {"epoch": epoch, "position": position,
+                                 "skipped_by_reason": dict(self.report.counts)}
+        if self.sampler is not None:
+            state["sampler"] = {**self.sampler.state_dict(0), "epoch": epoch, "position": position}
+        return state
 
     def close(self) -> None:
         """Stops the worker processes."""

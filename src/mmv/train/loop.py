@@ -108,7 +108,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             find_unused_parameters=not (cfg.loss.lambda_va and cfg.loss.lambda_vt))
 
     # ---- data: batches in a deterministic order that continues where the checkpoint stopped ------------------
-    dataset = build_dataset(cfg.data, cfg.run.seed, vocab_size=text_vocab_size(raw_model))
+    dataset = build_dataset(cfg.data, cfg.run.seed, vocab_size=text_vocab_size(raw_model), rank=info.rank,
+                            world_size=info.world_size)
     stream = BatchStream(dataset, batch_size, rank=info.rank, world_size=info.world_size, seed=cfg.run.seed,
                          workers=cfg.data.workers, pin_memory=device.type == "cuda", state=data_state)
 
@@ -225,7 +226,11 @@ def build_model(cfg: TrainConfig, info: DistInfo) -> nn.Module:
     freeze_unused_heads(model, cfg.loss)
     if cfg.run.sync_bn and info.distributed:
         # NOTE: the official models use cross-replica BN; SyncBatchNorm is its counterpart across processes.
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if info.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif info.primary:
+            log.warning("run.sync_bn: SyncBatchNorm works on GPUs only; on CPU each process keeps its own BN "
+                        "statistics")
     model.to(info.device)
     if cfg.run.channels_last:
         to_channels_last(model)
