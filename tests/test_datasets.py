@@ -123,6 +123,10 @@ def test_manifests_jsonl_and_csv_resolve_relative_paths(tmp_path: Path) -> None:
         assert items[0] == VideoItem(str(tmp_path / "v/a.mp4"), str(tmp_path / "v/a.vtt"), 2)
         assert items[1].path == "/abs/b.mp4" and items[1].caption is None and items[1].label == -1
     assert read_manifest(tmp_path / "m.jsonl")[1].duration == 4.5
+    (tmp_path / "demo.jsonl").write_text(json.dumps({"video": "a.mp4", "label": 7, "attribute": 2}) + "\n")
+    assert read_manifest(tmp_path / "demo.jsonl")[0].extra == {"attribute": 2}
+    by_attribute = read_manifest(tmp_path / "demo.jsonl", label_field="attribute")[0]
+    assert by_attribute.label == 2 and by_attribute.extra == {"label": 7}
     assert read_items(tmp_path / "m.csv") == read_manifest(tmp_path / "m.csv")
 
 

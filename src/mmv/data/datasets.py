@@ -51,12 +51,14 @@ class VideoItem:
         caption: Its narrations file (WebVTT, SRT, HowTo100M CSV/JSON), or None when it has none.
         label: Class index, -1 when unlabelled.
         duration: Seconds, when known in advance (saves probing the file).
+        extra: Other fields of the manifest line (e.g. the demo corpus's ``attribute``), for evaluation code.
     """
 
     path: str
     caption: str | None = None
     label: int = -1
     duration: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,16 @@ def _caption_beside(video: Path) -> str | None:
     return None
 
 
-def read_manifest(path: str | os.PathLike) -> list[VideoItem]:
+def read_manifest(path: str | os.PathLike, *, label_field: str = "label") -> list[VideoItem]:
     """Read a manifest: JSONL (one object per line) or CSV (with a header).
 
     Fields: the video (``video`` or ``path``), optionally its caption file (``caption``; empty or null for none), a
     ``label`` (int) and a ``duration`` (seconds). Relative paths are relative to the manifest's folder. Other fields
-    are ignored.
+    are kept in ``VideoItem.extra``.
+
+    Args:
+        path: The manifest.
+        label_field: The field read as the label, e.g. ``"attribute"`` to probe the demo corpus's attribute.
 
     Raises:
         FileNotFoundError: The manifest does not exist.
@@ -152,22 +158,24 @@ def read_manifest(path: str | os.PathLike) -> list[VideoItem]:
         rows = [(number, row) for number, row in enumerate(reader, 2)]
     else:
         raise ValueError(f"{path}: unknown manifest format (expected .jsonl or .csv)")
-    return [_item_from_row(row, path, number) for number, row in rows]
+    return [_item_from_row(row, path, number, label_field) for number, row in rows]
 
 
-def _item_from_row(row: dict[str, Any], manifest: Path, number: int) -> VideoItem:
+def _item_from_row(row: dict[str, Any], manifest: Path, number: int, label_field: str) -> VideoItem:
     where = f"{manifest}: line {number}"
     video = next((row[k] for k in _VIDEO_KEYS if row.get(k)), None)
     if not isinstance(video, str):
         raise ValueError(f"{where}: no video path (expected a '{_VIDEO_KEYS[0]}' or '{_VIDEO_KEYS[1]}' field)")
     caption = next((row[k] for k in _CAPTION_KEYS if row.get(k)), None)
     try:
-        label = int(row["label"]) if row.get("label") not in (None, "") else -1
+        label = int(row[label_field]) if row.get(label_field) not in (None, "") else -1
         duration = float(row["duration"]) if row.get("duration") not in (None, "") else None
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: label must be an integer and duration a number ({err})") from None
+        raise ValueError(f"{where}: {label_field} must be an integer and duration a number ({err})") from None
     base = manifest.parent
-    return VideoItem(str(base / video), str(base / caption) if caption else None, label, duration)
+    known = {*_VIDEO_KEYS, *_CAPTION_KEYS, label_field, "duration"}
+    extra = {k: v for k, v in row.items() if k not in known}
+    return VideoItem(str(base / video), str(base / caption) if caption else None, label, duration, extra)
 
 
 def read_items(source: str | os.PathLike, **scan_options: Any) -> list[VideoItem]:

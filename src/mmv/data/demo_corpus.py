@@ -81,6 +81,9 @@ _OFF_TOPIC = (
     "thanks for watching", "can you hear me okay", "i will put a link below", "my cat wants to play",
     "sorry about the noise", "we are almost done", "leave a comment below", "where did i put the pen",
 )
+# Log-mel settings that resolve the tone groups and the glide at 16 kHz (MelConfig keyword arguments; the paper's
+# defaults assume 48 kHz audio). Recorded in corpus.json for the code that trains on the corpus.
+SUGGESTED_MEL = {"sample_rate": 16000, "n_fft": 512, "hop_length": 160, "n_mels": 64, "fmin": 80.0, "fmax": 7600.0}
 # Text kinds of a video's narrations (manifest field ``text_kind``).
 TEXT_KINDS = ("on_topic", "off_topic", "empty", "missing")
 
@@ -133,7 +136,7 @@ class DemoCorpusConfig:
     p_homophone: float = 0.25
     p_drop_word: float = 0.08
     test_image_fraction: float = 0.3
-    crf: int = 20
+    crf: int = 23
 
     @property
     def num_frames(self) -> int:
@@ -473,22 +476,6 @@ def make_narrations(spec: VideoSpec, cfg: DemoCorpusConfig,
     return narrations
 
 
-def _timestamp(seconds: float) -> str:
-    millis = int(round(seconds * 1000))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
-
-
-def webvtt_text(narrations: list[tuple[float, float, str]]) -> str:
-    """WebVTT file content for timed lines."""
-    blocks = ["WEBVTT\n"]
-    for start, end, text in narrations:
-        blocks.append(f"{_timestamp(start)} --> {_timestamp(end)}\n{text}\n")
-    return "\n".join(blocks) + ("\n" if narrations else "")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Files.
 
@@ -543,6 +530,8 @@ def _write_text(path: Path, text: str) -> None:
 
 def _generate_video(job: tuple[VideoSpec, np.ndarray, DemoCorpusConfig, str]) -> dict[str, Any]:
     """Render, encode and write one video (+ narrations); return its manifest record."""
+    from mmv.data.narrations import Narration, write_webvtt
+
     spec, digit_image, cfg, folder = job
     rng = np.random.default_rng(list(spec.seed))
     # Independent streams per modality, so changing e.g. the audio code leaves the pixels unchanged.
@@ -555,7 +544,7 @@ def _generate_video(job: tuple[VideoSpec, np.ndarray, DemoCorpusConfig, str]) ->
     caption = None
     if spec.text_kind != "missing":
         caption = f"{spec.name}.vtt"
-        _write_text(Path(folder) / caption, webvtt_text(narrations))
+        write_webvtt([Narration(*line) for line in narrations], Path(folder) / caption)
     return {
         "video": video_name, "caption": caption, "label": spec.label, "attribute": spec.attribute,
         "has_audio": spec.has_audio, "has_text": bool(narrations), "text_kind": spec.text_kind,
@@ -631,6 +620,7 @@ def generate_demo_corpus(out_dir: str | os.PathLike, *, num_train: int = 400, nu
             name: {"video": f"the digit moves {name}", "audio": f"every beep's pitch is {glide}"}
             for name, glide in zip(ATTRIBUTE_NAMES, GLIDE_NAMES)},
         "class_tones_hz": {CLASS_NAMES[c]: list(tone_pair(c)) for c in range(len(CLASS_NAMES))},
+        "suggested_mel_config": {**SUGGESTED_MEL, "sample_rate": cfg.sample_rate},
         "manifests": {"train": "train/manifest.jsonl", "test": "test/manifest.jsonl"}, "counts": counts,
     }
     # corpus.json is written last: its presence marks a complete corpus.
