@@ -42,6 +42,7 @@ __all__ = [
     "read_trainer_state",
     "resolve_resume",
     "restore_rng_state",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "save_optimizer",
 ]
@@ -279,12 +280,14 @@ def save_checkpoint(
 
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:
-    """Deletes temporary checkpoint directories left by a run killed while writing."""
+    """Deletes the temporary checkpoint directories and files left by a run killed while writing them."""
     run_dir = Path(run_dir)
     if run_dir.is_dir():
         for child in run_dir.iterdir():
             if child.name.startswith(_TMP_PREFIX) and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
+            elif child.name.startswith(".") and child.name.endswith(".tmp") and child.is_file():
+                child.unlink(missing_ok=True)  # from atomic_write_bytes (the latest pointer, config.yaml)
 
 
 def _prune(run_dir: Path, keep_last: int, keep: Path) -> None:
