@@ -171,6 +171,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             num_audio_channels=audio.codec_context.channels if audio is not None else None,
         )
+    except av.error.FFmpegError as err:  # from the packet scan of files whose headers give no duration
+        raise MediaError(path, "decode_error", f"reading failed: {err}") from err
     finally:
         container.close()
 
