@@ -108,7 +108,8 @@ def motion_compensated_average(frames: np.ndarray) -> tuple[int, np.ndarray]:
     best = (-1.0, -1, foreground[0])
     for direction, (ux, uy) in enumerate(DIRECTIONS):
         for speed in np.arange(8.0, 21.0, 1.5):
-            shifts = [(-int(round(uy * speed * t / FPS)), -int(round(ux * speed * t / FPS))) for t in range(len(pixels))]
+            shifts = [(-int(round(uy * speed * t / FPS)), -int(round(ux * speed * t / FPS)))
+                      for t in range(len(pixels))]
             aligned = np.mean([np.roll(f, s, axis=(0, 1)) for f, s in zip(foreground, shifts)], axis=0)
             score = uniform_filter(aligned, 5, mode="wrap").max()
             if score > best[0]:
@@ -331,3 +332,25 @@ def test_cli_generates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture
     assert summary["counts"]["train"]["videos"] == 2 and summary["counts"]["test"]["videos"] == 1
     assert main(["demo-data", str(out), "--num-train", "2", "--num-test", "1", "--seed", "6"]) == 1
     assert "other parameters" in capsys.readouterr().err
+
+
+def test_corpus_feeds_the_clip_dataset(corpus: Path) -> None:
+    from mmv.data.audio import MelConfig
+    from mmv.data.datasets import ClipDataset
+    from mmv.data.tokenizer import Tokenizer, build_vocabulary
+
+    items = demo_corpus.corpus_items(corpus, "test")
+    records = read_manifest(corpus, "test")
+    assert [i.label for i in demo_corpus.corpus_items(corpus, "test", label_field="attribute")] == [
+        r["attribute"] for r in records]
+    texts = [line for i in items if i.caption for line in narration_lines(Path(i.caption))]
+    description = json.loads((corpus / "corpus.json").read_text())
+    dataset = ClipDataset(items, num_frames=8, fps=FPS, mel_config=MelConfig(**description["suggested_mel_config"]),
+                          tokenizer=Tokenizer(build_vocabulary(texts)), train=False)
+    assert not all(r["has_audio"] for r in records) and not all(r["has_text"] for r in records)
+    for index in range(len(dataset)):
+        sample, record = dataset[index], records[index]
+        assert sample["video"].shape == (8, 64, 64, 3) and sample["audio"].shape == (80, 64)
+        assert bool(sample["audio_mask"]) == record["has_audio"]
+        assert bool(sample["text_mask"].any()) == record["has_text"]
+        assert sample["label"] == record["label"]

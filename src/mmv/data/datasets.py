@@ -194,7 +194,7 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 @dataclass
-class ClipSampler:
+class ClipBuilder:
     """Builds the sample dict of one clip: decoding, video transform, log-mel audio and tokenized narrations.
 
     Shared by :class:`ClipDataset` (files) and ``ShardDataset`` (tar shards).
@@ -257,7 +257,7 @@ class ClipSampler:
 
     def encode_narrations(self, narrations: Sequence[Any] | None, start: float,
                           end: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[K, L]`` word ids of the K narrations nearest the clip (zero rows pad) and the ``[K]`` mask of real ones."""
+        """``[K, L]`` ids of the K narrations nearest the clip (zero rows pad) and the ``[K]`` mask of real ones."""
         from mmv.data.narrations import select_narrations
 
         length = getattr(self.tokenizer, "max_words", self.max_words)
@@ -275,8 +275,8 @@ class ClipSampler:
         return word_ids, text_mask
 
 
-# Errors that mean "this sample's data is unusable" rather than "the code is wrong".
-def _data_errors() -> tuple[type[BaseException], ...]:
+def data_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean "this sample's data is unusable" (skip it) rather than "the code is wrong" (raise)."""
     import av
 
     from mmv.data.media import MediaError
@@ -336,7 +336,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if num_windows < 1:
             raise ValueError(f"num_windows must be >= 1, got {num_windows}")
         self.items = list(items)
-        self.sampler = ClipSampler(num_frames, fps, transform, mel_config or MelConfig(), tokenizer, num_narrations,
+        self.builder = ClipBuilder(num_frames, fps, transform, mel_config or MelConfig(), tokenizer, num_narrations,
                                    max_narration_distance, with_audio, short_side)
         self.train = train
         self.seed = seed
@@ -361,9 +361,9 @@ class ClipDataset(torch.utils.data.Dataset):
             narrations = self._narrations(item)
             generator = sample_generator(self.seed, epoch, int(index)) if self.train else None
             start = self._start(duration, window, generator)
-            return self.sampler.build(item.path, start, narrations, label=item.label, path=item.path,
+            return self.builder.build(item.path, start, narrations, label=item.label, path=item.path,
                                       index=item_index, generator=generator)
-        except _data_errors() as err:
+        except data_error_types() as err:
             return SkippedSample(item.path, skip_reason(err), str(err))
 
     def _duration(self, item_index: int, item: VideoItem) -> float:
@@ -381,14 +381,14 @@ class ClipDataset(torch.utils.data.Dataset):
     def _narrations(self, item: VideoItem) -> list[Any] | None:
         from mmv.data.narrations import read_narrations
 
-        if not self.with_text or item.caption is None or self.sampler.tokenizer is None:
+        if not self.with_text or item.caption is None or self.builder.tokenizer is None:
             return None
         return read_narrations(item.caption)
 
     def _start(self, duration: float, window: int, generator: torch.Generator | None) -> float:
         from mmv.data.media import evenly_spaced_starts, random_start
 
-        clip_duration = self.sampler.clip_duration
+        clip_duration = self.builder.clip_duration
         if self.train:
             return random_start(duration, clip_duration, generator)
         if self.clip_start is not None:
@@ -519,7 +519,8 @@ class SkipReport:
         return sum(self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples_seen, "skipped": self.num_skipped, "by_reason": dict(sorted(self.counts.items())),
+        return {"samples": self.samples_seen, "skipped": self.num_skipped,
+                "by_reason": dict(sorted(self.counts.items())),
                 "files": {path: reason for path, (reason, _) in sorted(self.files.items())}}
 
     def summary(self) -> str:

@@ -673,3 +673,14 @@ def read_corpus(root: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no demo corpus here (run 'mmv demo-data {root}')")
     return {**json.loads(path.read_text(encoding="utf-8")), "root": str(root)}
+
+
+def corpus_items(root: str | os.PathLike, split: str, *, label_field: str = "label") -> list:
+    """The videos of one split as :class:`mmv.data.datasets.VideoItem` (``label_field="attribute"`` for the
+    attribute as the label); other manifest fields are in ``item.extra``."""
+    from mmv.data.datasets import read_manifest
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    read_corpus(root)  # a clear error when the corpus is absent or incomplete
+    return read_manifest(Path(root) / split / "manifest.jsonl", label_field=label_field)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mmv.data.audio import MelConfig
-from mmv.data.datasets import ClipSampler, SkippedSample, VideoItem, _data_errors, sample_generator, skip_reason
+from mmv.data.datasets import ClipBuilder, SkippedSample, VideoItem, data_error_types, sample_generator, skip_reason
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     for item in tqdm(items, desc="writing shards", unit="video", disable=not progress):
         try:
             sample = _shard_sample(item, written, root, check_videos)
-        except _data_errors() as err:
+        except data_error_types() as err:
             skipped[item.path] = skip_reason(err)
             log.warning("left out %s [%s]: %s", item.path, skip_reason(err), err)
             continue
@@ -213,7 +213,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.urls = expand_urls(urls)
         if not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        self.sampler = ClipSampler(num_frames, fps, transform, mel_config or MelConfig(), tokenizer, num_narrations,
+        self.builder = ClipBuilder(num_frames, fps, transform, mel_config or MelConfig(), tokenizer, num_narrations,
                                    max_narration_distance, with_audio, short_side)
         self.train = train
         self.seed = seed
@@ -293,12 +293,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
             duration = meta.get("duration") or _check_video(media_path)
             generator = sample_generator(self.seed, self.epoch, identity) if self.train else None
             if self.train:
-                start = random_start(duration, self.sampler.clip_duration, generator)
+                start = random_start(duration, self.builder.clip_duration, generator)
             else:
-                start = evenly_spaced_starts(duration, self.sampler.clip_duration, self.num_windows)[window]
-            return self.sampler.build(media_path, start, narrations, label=label, path=display, index=identity,
+                start = evenly_spaced_starts(duration, self.builder.clip_duration, self.num_windows)[window]
+            return self.builder.build(media_path, start, narrations, label=label, path=display, index=identity,
                                       generator=generator)
-        except _data_errors() as err:
+        except data_error_types() as err:
             detail = str(err).replace(media_path, display)
             return SkippedSample(display, skip_reason(err), detail)
 
