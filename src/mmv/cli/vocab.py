@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterator
 
 logger = logging.getLogger("mmv.vocab")
 
