@@ -180,6 +180,10 @@ def test_missing_modalities_are_masked(media: Path, tokenizer: Tokenizer) -> Non
     assert not bool(sample["audio_mask"]) and torch.count_nonzero(sample["audio"]) == 0
     assert sample["audio"].shape == (80, 32)
     assert sample["word_ids"].shape == (5, 16) and not sample["text_mask"].any() and not sample["word_ids"].any()
+    from_json = ClipDataset([VideoItem(str(media / "silent.mp4"))], num_frames=4, fps=5, mel_config=MEL,
+                            tokenizer=tokenizer, train=False, captions={"silent": [Narration(0, 3, "paint it")]})[0]
+    assert from_json["text_mask"].tolist() == [True, False, False, False, False]
+    assert torch.equal(from_json["word_ids"][0], torch.as_tensor(tokenizer.encode("paint it")))
     no_text = ClipDataset([VideoItem(str(media / "talk.mp4"), str(media / "talk.vtt"))], num_frames=4, fps=5,
                           mel_config=MEL, tokenizer=tokenizer, with_text=False, with_audio=False, train=False)[0]
     assert not no_text["text_mask"].any() and not bool(no_text["audio_mask"])

@@ -175,3 +175,20 @@ def test_prepare_cli(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture
                                                       train=False, with_audio=False))
     assert labels == [0, 1, 2, 3, 4]
     assert main(["prepare", str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 1
+
+
+def test_prepare_with_howto100m_caption_json(source: Path, tmp_path: Path) -> None:
+    captions = {"video_00": {"start": [0.2, 1.1], "end": [1.0, 1.9], "text": ["mix the flour", "add water"]},
+                "video_01": {"start": [0.0], "end": [1.0], "text": ["replaces the vtt"]}}
+    (tmp_path / "raw_caption.json").write_text(json.dumps(captions))
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("".join(json.dumps({"video": str(source / f"video_{n:02d}.mp4"),
+                                            "caption": str(source / f"video_{n:02d}.vtt") if n % 3 else None}) + "\n"
+                                for n in range(3)))
+    assert main(["prepare", str(manifest), "--out", str(tmp_path / "out"), "--captions",
+                 str(tmp_path / "raw_caption.json")]) == 0
+    with tarfile.open(tmp_path / "out" / "shard-000000.tar") as tar:
+        metas = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    texts = {Path(m["path"]).stem: [n["text"] for n in m["narrations"]] for m in metas}
+    assert texts == {"video_00": ["mix the flour", "add water"], "video_01": ["replaces the vtt"],
+                     "video_02": ["step 2 begins", "and it ends"]}

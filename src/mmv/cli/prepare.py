@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--shard-size", type=int, default=1000, metavar="N", help="videos per shard (default: 1000)")
     parser.add_argument("--labels-from-subfolders", action="store_true",
                         help="folder input: label videos by their class subfolder (SRC/CLASS/video.mp4)")
+    parser.add_argument("--captions", metavar="JSON",
+                        help="HowTo100M-style caption file for many videos ({video_id: {start, end, text}}), "
+                             "matched to videos by file stem; takes precedence over caption files")
     parser.add_argument("--no-check", action="store_true",
                         help="do not probe videos before packing (faster; bad files then surface at training)")
     parser.set_defaults(func=run)
@@ -45,7 +48,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--labels-from-subfolders applies to a folder, not a manifest")
     items = read_items(args.src, **options)
     root = args.src if os.path.isdir(args.src) else os.path.dirname(os.path.abspath(args.src))
-    index = write_shards(items, args.out, shard_size=args.shard_size, root=root, check_videos=not args.no_check)
+    captions = None
+    if args.captions:
+        from mmv.data.narrations import read_howto100m_captions
+
+        captions = read_howto100m_captions(args.captions)
+        matched = sum(os.path.splitext(os.path.basename(i.path))[0] in captions for i in items)
+        print(f"captions for {matched} of {len(items)} videos in {args.captions}")
+    index = write_shards(items, args.out, shard_size=args.shard_size, root=root, check_videos=not args.no_check,
+                         captions=captions)
     seconds = time.perf_counter() - began
     skipped = index["skipped"]["by_reason"]
     print(f"{index['num_samples']} videos in {len(index['shards'])} shard(s) under {args.out} ({seconds:.1f} s)")

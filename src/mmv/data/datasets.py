@@ -26,7 +26,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -275,6 +275,22 @@ class ClipBuilder:
         return word_ids, text_mask
 
 
+def item_narrations(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None = None) -> Sequence[Any] | None:
+    """The narrations of ``item``: from ``captions`` (keyed by the video's stem) if listed there, else from its
+    caption file; None when it has neither.
+
+    Raises:
+        NarrationError: The caption file is malformed.
+    """
+    from mmv.data.narrations import read_narrations
+
+    if captions is not None:
+        found = captions.get(Path(item.path).stem)
+        if found is not None:
+            return found
+    return read_narrations(item.caption) if item.caption is not None else None
+
+
 def data_error_types() -> tuple[type[BaseException], ...]:
     """Errors that mean "this sample's data is unusable" (skip it) rather than "the code is wrong" (raise)."""
     import av
@@ -326,13 +342,16 @@ class ClipDataset(torch.utils.data.Dataset):
         with_audio: Decode audio.
         with_text: Read narrations.
         short_side: Resize while decoding.
+        captions: Narrations by video id (the file stem), e.g. HowTo100M's caption JSON read with
+            :func:`mmv.data.narrations.read_howto100m_captions`; used before any caption file of the item.
     """
 
     def __init__(self, items: Sequence[VideoItem], *, num_frames: int = 32, fps: float = 10.0,
                  transform: Callable[..., torch.Tensor] | None = None, mel_config: MelConfig | None = None,
                  tokenizer: Any = None, num_narrations: int = 5, max_narration_distance: float | None = None,
                  train: bool = True, seed: int = 0, num_windows: int = 1, clip_start: float | None = None,
-                 with_audio: bool = True, with_text: bool = True, short_side: int | None = None) -> None:
+                 with_audio: bool = True, with_text: bool = True, short_side: int | None = None,
+                 captions: Mapping[str, Sequence[Any]] | None = None) -> None:
         if num_windows < 1:
             raise ValueError(f"num_windows must be >= 1, got {num_windows}")
         self.items = list(items)
@@ -343,6 +362,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_windows = 1 if (train or clip_start is not None) else num_windows
         self.clip_start = clip_start
         self.with_text = with_text
+        self.captions = captions
         self.epoch = 0
         self._durations: dict[int, float] = {}
 
@@ -378,12 +398,10 @@ class ClipDataset(torch.utils.data.Dataset):
             self._durations[item_index] = info.duration
         return self._durations[item_index]
 
-    def _narrations(self, item: VideoItem) -> list[Any] | None:
-        from mmv.data.narrations import read_narrations
-
-        if not self.with_text or item.caption is None or self.builder.tokenizer is None:
+    def _narrations(self, item: VideoItem) -> Sequence[Any] | None:
+        if not self.with_text or self.builder.tokenizer is None:
             return None
-        return read_narrations(item.caption)
+        return item_narrations(item, self.captions)
 
     def _start(self, duration: float, window: int, generator: torch.Generator | None) -> float:
         from mmv.data.media import evenly_spaced_starts, random_start

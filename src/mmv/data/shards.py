@@ -24,13 +24,14 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from mmv.data.audio import MelConfig
-from mmv.data.datasets import ClipBuilder, SkippedSample, VideoItem, data_error_types, sample_generator, skip_reason
+from mmv.data.datasets import (ClipBuilder, SkippedSample, VideoItem, data_error_types, item_narrations,
+                               sample_generator, skip_reason)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,11 @@ INDEX_NAME = "shards.json"
 # Writing.
 
 
-def _narrations_json(caption: str | None) -> list[dict[str, Any]] | None:
-    from mmv.data.narrations import read_narrations
-
-    if caption is None:
+def _narrations_json(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]] | None:
+    narrations = item_narrations(item, captions)
+    if narrations is None:
         return None
-    return [{"start": n.start, "end": n.end, "text": n.text} for n in read_narrations(caption)]
+    return [{"start": n.start, "end": n.end, "text": n.text} for n in narrations]
 
 
 def _check_video(path: str) -> float:
@@ -84,7 +84,7 @@ class _ShardFile:
 
 def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shard_size: int = 1000,
                  root: str | os.PathLike | None = None, check_videos: bool = True,
-                 progress: bool = True) -> dict[str, Any]:
+                 captions: Mapping[str, Sequence[Any]] | None = None, progress: bool = True) -> dict[str, Any]:
     """Pack videos and their narrations into WebDataset tar shards.
 
     Unusable inputs (unreadable video, audio-only file, malformed captions) are left out, counted by reason and
@@ -96,6 +96,8 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
         shard_size: Videos per shard.
         root: Paths in the metadata are stored relative to this folder (default: as given).
         check_videos: Probe each video's headers first (cheap; catches empty, truncated and non-media files).
+        captions: Narrations by video id (file stem), e.g. from HowTo100M's caption JSON; they take precedence
+            over the items' caption files.
         progress: Show a progress bar.
 
     Returns:
@@ -113,7 +115,7 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     written = 0
     for item in tqdm(items, desc="writing shards", unit="video", disable=not progress):
         try:
-            sample = _shard_sample(item, written, root, check_videos)
+            sample = _shard_sample(item, written, root, check_videos, captions)
         except data_error_types() as err:
             skipped[item.path] = skip_reason(err)
             log.warning("left out %s [%s]: %s", item.path, skip_reason(err), err)
@@ -139,14 +141,15 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     return index
 
 
-def _shard_sample(item: VideoItem, number: int, root: str | os.PathLike | None, check_video: bool) -> dict[str, Any]:
+def _shard_sample(item: VideoItem, number: int, root: str | os.PathLike | None, check_video: bool,
+                  captions: Mapping[str, Sequence[Any]] | None) -> dict[str, Any]:
     from mmv.data.media import MediaError
 
     duration = _check_video(item.path) if check_video else item.duration
     data = Path(item.path).read_bytes()
     if not data:
         raise MediaError(item.path, "empty", "the file is empty (0 bytes)")
-    narrations = _narrations_json(item.caption)
+    narrations = _narrations_json(item, captions)
     extension = Path(item.path).suffix.lower().lstrip(".") or "mp4"
     stored_path = os.path.relpath(item.path, root) if root is not None else item.path
     meta = {"path": stored_path, "label": item.label, "duration": duration, "video_ext": extension,
