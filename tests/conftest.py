@@ -226,6 +226,36 @@ VFR_TIMES_MS = [0, 40, 75, 200, 210, 260, 400, 420, 500, 800, 833, 900, 1000, 11
                 1750, 1900, 1950, 2000]
 
 
+def encoder_available(name: str) -> bool:
+    """Whether this FFmpeg build can encode with ``name``."""
+    import av
+
+    try:
+        av.codec.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):  # PyAV raises UnknownCodecError (a ValueError) for missing codecs
+        return False
+    return True
+
+
+class _MediaFiles(dict):
+    """The fixture files; a test that asks for one whose encoder this FFmpeg build lacks is skipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unavailable: dict[str, str] = {}
+
+    def require(self, key: str, *encoders: str) -> bool:
+        missing = [name for name in encoders if not encoder_available(name)]
+        if missing:
+            self.unavailable[key] = ", ".join(missing)
+        return not missing
+
+    def __missing__(self, key: str):
+        if key in self.unavailable:
+            pytest.skip(f"{key}: this FFmpeg build has no {self.unavailable[key]} encoder")
+        raise KeyError(key)
+
+
 @pytest.fixture(scope="session")
 def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec | Path]:
     """A set of small files covering codecs, containers, frame rates, sizes and damage.
@@ -236,17 +266,20 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec
     audio), ``vfr_mkv`` and ``vfr_mp4`` (variable frame rate, no audio), ``audio_only_m4a``. Keys give a ``Path``:
     ``empty_mp4`` (0 bytes), ``text_mp4`` (a text file), ``truncated_mp4`` (first half of an mp4 whose index is at the
     end), ``truncated_mkv`` (first 40% of a 4 s Matroska file; a ``VideoSpec`` of the intact file is
-    ``truncated_mkv_source``).
+    ``truncated_mkv_source``). Files whose encoder this FFmpeg build lacks are left out, and asking for one skips
+    the test.
     """
     root = tmp_path_factory.mktemp("media")
-    files: dict[str, VideoSpec | Path] = {}
+    files = _MediaFiles()
     files["lossless_mp4"] = write_video(root / "lossless.mp4", codec="libx264rgb", fps=25, num_frames=75, gop=10)
     files["x264_2997_mkv"] = write_video(root / "x264_2997.mkv", codec="libx264", fps=30000 / 1001, num_frames=90,
                                          gop=15, audio_codec="pcm_s16le", audio_rate=44100)
-    files["vp9_webm"] = write_video(root / "vp9.webm", codec="libvpx-vp9", fps=12.5, num_frames=30, gop=8,
-                                    audio_codec="libopus", audio_rate=48000)
-    files["mpeg4_avi"] = write_video(root / "mpeg4.avi", codec="mpeg4", fps=30, num_frames=60, gop=12,
-                                     audio_codec="pcm_s16le", audio_rate=22050, audio_channels=1)
+    if files.require("vp9_webm", "libvpx-vp9", "libopus"):
+        files["vp9_webm"] = write_video(root / "vp9.webm", codec="libvpx-vp9", fps=12.5, num_frames=30, gop=8,
+                                        audio_codec="libopus", audio_rate=48000)
+    if files.require("mpeg4_avi", "mpeg4"):
+        files["mpeg4_avi"] = write_video(root / "mpeg4.avi", codec="mpeg4", fps=30, num_frames=60, gop=12,
+                                         audio_codec="pcm_s16le", audio_rate=22050, audio_channels=1)
     files["odd_size_no_audio_mp4"] = write_video(root / "odd.mp4", codec="libx264", fps=12.5, num_frames=25,
                                                  width=97, height=61, audio_codec=None)
     files["vfr_mkv"] = write_video(root / "vfr.mkv", frame_times_ms=VFR_TIMES_MS, num_frames=len(VFR_TIMES_MS),
