@@ -281,6 +281,7 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+@pytest.mark.slow
 def test_memory_does_not_grow_over_epochs(messy: tuple[list[VideoItem], dict[str, str]],
                                           tokenizer: Tokenizer) -> None:
     items, _ = messy

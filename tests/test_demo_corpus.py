@@ -150,6 +150,7 @@ def named_digits(line: str) -> list[int]:
 # Tests.
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_bytes_whatever_the_worker_count(tmp_path: Path) -> None:
     generate_demo_corpus(tmp_path / "a", num_train=4, num_test=2, seed=11, workers=1, progress=False)
     generate_demo_corpus(tmp_path / "b", num_train=4, num_test=2, seed=11, workers=2, progress=False)
@@ -232,6 +233,7 @@ def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -
     assert np.mean(glides) >= 0.9
 
 
+@pytest.mark.slow
 def test_video_motion_gives_the_attribute_and_the_handwriting_the_digit(corpus: Path) -> None:
     digits = load_digits()
     train_images = sorted({r["digit_image"] for r in read_manifest(corpus, "train")})
@@ -303,6 +305,7 @@ def test_class_and_attribute_are_balanced_and_independent() -> None:
     assert len({s.image_index for s in specs}) == 400  # every video of a class has its own handwriting here
 
 
+@pytest.mark.slow
 def test_raw_pixels_do_not_give_the_class_away() -> None:
     """A linear classifier on downsampled frames is near chance, while the same classifier reads clean digits."""
     cfg = dataclasses.replace(DemoCorpusConfig(), duration=0.1)  # one frame per video

@@ -341,11 +341,11 @@ def render_frames(spec: VideoSpec, digit_image: np.ndarray, cfg: DemoCorpusConfi
     distractors = _make_distractors(rng, cfg)
     frames = np.repeat(background[None], num_frames, axis=0)  # [T, H, W, 3] float32
     for distractor in (d for d in distractors if not d["on_top"]):
-        frames[_distractor_masks(distractor, seconds, size)] = distractor["colour"]
+        np.copyto(frames, distractor["colour"], where=_distractor_masks(distractor, seconds, size)[..., None])
     moved = _moving_alpha(alpha, start + velocity * seconds[:, None])[..., None]  # [T, H, W, 1]
     frames -= moved * (frames - colour)  # alpha blending, in place
     for distractor in (d for d in distractors if d["on_top"]):
-        frames[_distractor_masks(distractor, seconds, size)] = distractor["colour"]
+        np.copyto(frames, distractor["colour"], where=_distractor_masks(distractor, seconds, size)[..., None])
     flicker = rng.uniform(0.97, 1.03, size=(num_frames, 1, 1, 1)).astype(np.float32)
     frames *= flicker * 255
     frames += (cfg.pixel_noise * 255) * rng.standard_normal(frames.shape, dtype=np.float32)
