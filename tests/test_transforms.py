@@ -24,7 +24,8 @@ def test_to_float():
     assert T.to_float(out) is not None and torch.equal(T.to_float(out), out)
 
 
-@pytest.mark.parametrize("h, w, size, expected", [(36, 52, 24, (24, 34)), (52, 36, 24, (34, 24)), (36, 52, 72, (72, 104))])
+@pytest.mark.parametrize("h, w, size, expected",
+                         [(36, 52, 24, (24, 34)), (52, 36, 24, (34, 24)), (36, 52, 72, (72, 104))])
 def test_resize_short_side_shape_and_pil_agreement(h, w, size, expected):
     clip = _clip(h=h, w=w)
     out = T.resize_short_side(clip, size)

@@ -46,7 +46,8 @@ __all__ = [
 # NOTE: Matroska/WebM store timestamps in milliseconds, so a 29.97 fps frame can be stamped up to 0.5 ms later than
 # its true time. A frame counts as displayed at t when its time is <= t + this tolerance.
 _TIME_TOLERANCE = 1e-3
-# Audio is decoded this far (seconds) past the clip: frame times rounded to milliseconds must not cut it short.
+# Audio is decoded this far (seconds) past the clip, so that the resampler filters the clip's last samples with real
+# signal after them, not with the zeros of its end-of-stream flush.
 _AUDIO_MARGIN = 0.05
 # Audio decoding starts this far (seconds) before the clip: transform codecs (AAC, Vorbis, Opus) need the previous
 # frame to reconstruct the next one (overlapped transforms), so the first frame after a seek is not usable.
@@ -428,7 +429,8 @@ def _frame_time(frame: av.frame.Frame, previous_time: float | None, step: float)
     return 0.0 if previous_time is None else previous_time + step
 
 
-def _decoded_frames(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator[tuple[float, av.VideoFrame]]:
+def _decoded_frames(container: av.container.InputContainer,
+                    stream: av.stream.Stream) -> Iterator[tuple[float, av.VideoFrame]]:
     """Yields (presentation time, frame) in increasing time from the current position, skipping out-of-order ones."""
     rate = stream.average_rate or stream.guessed_rate or 25
     step = 1.0 / float(rate)
@@ -598,18 +600,17 @@ def _decode_audio_from(container: av.container.InputContainer, stream: av.stream
     resampler = av.AudioResampler(format="fltp", layout=None, rate=rate)
     chunks: list[np.ndarray] = []
     first_time = None
-    for packet in container.demux(stream):
-        for frame in packet.decode():
-            if frame.pts is None and first_time is None:
+    decoded_seconds = 0.0
+    for frame in (frame for packet in container.demux(stream) for frame in packet.decode()):
+        if first_time is None:
+            if frame.pts is None:
                 continue  # cannot place this frame in time
-            if first_time is None:
-                first_time = float(frame.pts * frame.time_base)
-            chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
-            if frame.pts is not None and float(frame.pts * frame.time_base) + frame.samples / frame.sample_rate >= end_time:
-                break
-        else:
-            continue
-        break
+            first_time = float(frame.pts * frame.time_base)
+        chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
+        # Samples are placed by count from the first frame, so the count (not later timestamps) says when to stop.
+        decoded_seconds += frame.samples / frame.sample_rate
+        if first_time + decoded_seconds >= end_time:
+            break
     chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     return first_time, samples

@@ -120,7 +120,8 @@ def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     value, _ = rgb.max(-1)
     minimum, _ = rgb.min(-1)
     chroma = value - minimum
-    saturation = torch.where(value > 0, chroma / value.where(value > 0, torch.ones_like(value)), torch.zeros_like(value))
+    safe_value = value.where(value > 0, torch.ones_like(value))
+    saturation = torch.where(value > 0, chroma / safe_value, torch.zeros_like(value))
     safe_chroma = chroma.where(chroma > 0, torch.ones_like(chroma))
     hue = torch.where(value == r, (g - b) / safe_chroma,
                       torch.where(value == g, 2.0 + (b - r) / safe_chroma, 4.0 + (r - g) / safe_chroma))
