@@ -52,7 +52,8 @@ _AUDIO_MARGIN = 0.05
 # Audio decoding starts this far (seconds) before the clip: transform codecs (AAC, Vorbis, Opus) need the previous
 # frame to reconstruct the next one (overlapped transforms), so the first frame after a seek is not usable.
 _AUDIO_PREROLL = 0.25
-# How far past the last decodable frame a clip may start before the file is declared truncated (seconds).
+# A clip that needs frames past the last decodable one is refused as truncated when the header claims more than this
+# many seconds beyond that frame; within it, the last frame repeats (a clip running past the true end).
 _TRUNCATION_SLACK = 1.0
 # File signatures of the containers FFmpeg reads; a file that starts with one but cannot be opened is truncated or
 # damaged, anything else is not a media file at all.
