@@ -25,6 +25,14 @@ from mmv.eval.features import AudioClipSpec, VideoClipSpec, Windowing
 SPEC = VideoClipSpec(num_frames=8, fps=10, min_resize=32, crop_size=32)
 
 
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("media")
@@ -81,15 +89,21 @@ def test_embed_resume_after_interruption(media, tiny_model, tmp_path, single_thr
     assert [Path(r["file"]).name for r in rows] == ["clip0.mp4", "clip1.mp4", "clip2.mp4"] and emb.shape[0] == 3
 
 
-def test_embed_audio_parquet_and_text(media, tiny_model, tmp_path, single_thread):
+def test_embed_audio_and_text(media, tiny_model, tmp_path, single_thread):
     opts = EmbedOptions(modality="audio", space="va", windowing=Windowing("sliding", stride=0.5),
                         audio=AudioClipSpec(seconds=1.0, sample_rate=16000))
     report = embed_files(tiny_model, [media / "sounds" / "tone.wav", media / "videos" / "clip1.mp4"], tmp_path / "a",
-                         opts, fmt="parquet", progress=False)
+                         opts, progress=False)
     rows, emb = read_embeddings(tmp_path / "a")
     # 1.5 s file: windows at 0 and 0.5; 2 s video track: 0, 0.5, 1.0.
     assert report["rows_written"] == 5 and emb.shape == (5, 128)
     assert [r["start"] for r in rows] == [0.0, 0.5, 0.0, 0.5, 1.0]
+    if _has_pyarrow():  # the same embeddings in the parquet format
+        embed_files(tiny_model, [media / "sounds" / "tone.wav", media / "videos" / "clip1.mp4"], tmp_path / "p",
+                    opts, fmt="parquet", progress=False)
+        rows_p, emb_p = read_embeddings(tmp_path / "p")
+        assert rows_p == rows
+        np.testing.assert_array_equal(emb_p, emb)
     vocab = tmp_path / "vocab.txt"
     from mmv.data.tokenizer import Vocabulary
 
