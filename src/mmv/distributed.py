@@ -14,7 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "is_primary", "barrier", "all_reduce_mean", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "world_info_from_env", "is_primary", "barrier", "all_reduce_mean", "cleanup"]
 
 
 @dataclass(frozen=True)
