@@ -35,11 +35,12 @@ logger = logging.getLogger(__name__)
 class VideoClipSpec:
     """How a video window is decoded and cropped.
 
-    Defaults follow the released UCF101 evaluation (fact sheet §5.2): 32 frames at 25 fps, short side 224, 224 crop.
+    Defaults follow the released UCF101 evaluation (fact sheet §5.2): 32 frames with stride 2 from 25-fps video
+    (12.5 fps over 2.56 s), short side 224, 224 centre crop.
     """
 
     num_frames: int = 32
-    fps: float = 25.0
+    fps: float = 12.5
     min_resize: int = 224
     crop_size: int = 224
 
