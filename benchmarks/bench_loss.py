@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Time and peak memory of MIL-NCE forward+backward: mmv.losses vs plain PyTorch versions. "
                     "Ratios are baseline / mmv (above 1: mmv is faster or smaller).")
     parser.add_argument("--sizes", nargs="+", type=_parse_size, default=[_parse_size(s) for s in DEFAULT_SIZES],
-                        help="BxKxD: global batch, narrations per clip, embedding size (default: %(default)s)")
+                        help=f"BxKxD: global batch, narrations per clip, embedding size (default: "
+                             f"{' '.join(DEFAULT_SIZES)})")
     parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes after a warm-up (default: 5)")
