@@ -118,6 +118,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
     logger = MetricLogger(run_dir, cfg, info, state["step"], resuming=resume_from is not None)
     stop_signal = StopSignal()
+    bn_stats = BufferSnapshot(raw_model)
     if rng_to_restore is not None:
         ckpt.restore_rng_state(rng_to_restore)
     status, last = "completed", {}
@@ -127,6 +128,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             while state["step"] < cfg.run.steps:
                 step = state["step"]
                 batch = to_device(next(stream), device)
+                bn_stats.save()
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, cfg.optim, cfg.run.steps)
                 with autocast():
@@ -142,7 +144,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"], state["samples_seen"] = step + 1, state["samples_seen"] + batch_size * info.world_size
-                if count_nonfinite(state, loss_bad, bool(torch.isfinite(grad_norm)), step) >= cfg.run.max_nonfinite:
+                step_ok = not loss_bad and bool(torch.isfinite(grad_norm))
+                if not step_ok:
+                    bn_stats.restore()  # the forward pass has folded the bad batch into the BN statistics
+                if count_nonfinite(state, step_ok, loss_bad, step) >= cfg.run.max_nonfinite:
                     path = save_training_state(run_dir, raw_model, optimizer, param_names, state, stream, cfg, info)
                     raise NonFiniteLossError(
                         f"{cfg.run.max_nonfinite} consecutive steps (up to step {step}) had a non-finite loss or "
@@ -171,9 +176,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "clips_per_s": logger.clips_per_s()}
 
 
-def count_nonfinite(state: dict[str, Any], loss_bad: bool, grad_finite: bool, step: int) -> int:
+def count_nonfinite(state: dict[str, Any], step_ok: bool, loss_bad: bool, step: int) -> int:
     """Updates the non-finite counters after a step; returns how many steps in a row were skipped."""
-    if not loss_bad and grad_finite:
+    if step_ok:
         state["nonfinite_consecutive"] = 0
         return 0
     state["nonfinite_total"] += 1
@@ -291,6 +296,24 @@ def any_rank(info: DistInfo, *flags: bool) -> tuple[bool, ...]:
     tensor = torch.tensor([float(f) for f in flags], device=info.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tuple(bool(v) for v in tensor.tolist())
+
+
+class BufferSnapshot:
+    """A copy of a model's buffers (BatchNorm running statistics), to undo a skipped step's forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.live = [b for b in model.buffers() if b is not None]
+        self.saved = [b.detach().clone() for b in self.live]
+
+    def save(self) -> None:
+        with torch.no_grad():
+            for saved, live in zip(self.saved, self.live):
+                saved.copy_(live)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for saved, live in zip(self.saved, self.live):
+                live.copy_(saved)
 
 
 # ----------------------------------------------------------------------------------------------------------------
