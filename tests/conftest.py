@@ -207,6 +207,25 @@ def write_audio_only(path: str | os.PathLike, *, codec: str = "aac", rate: int =
                        container_format=container_format)
 
 
+def write_audio_with_cover_art(path: str | os.PathLike, *, duration: float = 1.0) -> Path:
+    """Writes an AAC file in MP4 whose cover art is a PNG 'video' stream marked as an attached picture."""
+    import av
+
+    container = av.open(os.fspath(path), mode="w", format="mp4")
+    audio = container.add_stream("aac", rate=48000)
+    audio.layout = "mono"
+    cover = container.add_stream("png", rate=1)
+    cover.width, cover.height, cover.pix_fmt = 16, 16, "rgb24"
+    cover.disposition = av.stream.Disposition.attached_pic
+    for packet in cover.encode(av.VideoFrame.from_ndarray(frame_image(5, 16, 16), format="rgb24")):
+        container.mux(packet)
+    for packet in cover.encode():
+        container.mux(packet)
+    _encode_audio(container, audio, 48000, 1, duration)
+    container.close()
+    return Path(path)
+
+
 class SyntheticMedia:
     """The helpers, as a fixture for tests that write their own files."""
 
@@ -263,7 +282,8 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec
     Keys give a ``VideoSpec``: ``lossless_mp4`` (libx264rgb crf 0, 25 fps, AAC 48 kHz stereo, keyframe every 10),
     ``x264_2997_mkv`` (libx264 yuv444p qp 0, 29.97 fps, PCM 44.1 kHz stereo), ``vp9_webm`` (VP9 lossless, 12.5 fps,
     Opus), ``mpeg4_avi`` (MPEG-4 part 2, 30 fps, PCM 22.05 kHz mono), ``odd_size_no_audio_mp4`` (97x61, 12.5 fps, no
-    audio), ``vfr_mkv`` and ``vfr_mp4`` (variable frame rate, no audio), ``audio_only_m4a``. Keys give a ``Path``:
+    audio), ``vfr_mkv`` and ``vfr_mp4`` (variable frame rate, no audio), ``late_video_mkv`` (video from 0.5 s, AAC
+    from 0), ``audio_only_m4a``. Keys give a ``Path``: ``cover_art_m4a`` (AAC with a PNG attached picture),
     ``empty_mp4`` (0 bytes), ``text_mp4`` (a text file), ``truncated_mp4`` (first half of an mp4 whose index is at the
     end), ``truncated_mkv`` (first 40% of a 4 s Matroska file; a ``VideoSpec`` of the intact file is
     ``truncated_mkv_source``). Files whose encoder this FFmpeg build lacks are left out, and asking for one skips
@@ -287,6 +307,9 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec
     files["vfr_mp4"] = write_video(root / "vfr.mp4", frame_times_ms=VFR_TIMES_MS, num_frames=len(VFR_TIMES_MS),
                                    fps=25, gop=5, audio_codec=None)
     files["audio_only_m4a"] = write_audio_only(root / "audio_only.m4a", duration=2.0)
+    files["cover_art_m4a"] = write_audio_with_cover_art(root / "cover_art.m4a")
+    files["late_video_mkv"] = write_video(root / "late_video.mkv", frame_times_ms=[500 + 40 * i for i in range(40)],
+                                          num_frames=40, fps=25, gop=10, audio_duration=2.5)
     (root / "empty.mp4").write_bytes(b"")
     files["empty_mp4"] = root / "empty.mp4"
     (root / "text.mp4").write_text("This is not a video.\n" * 20)

@@ -15,14 +15,16 @@ import torch
 from mmv.data import media
 from mmv.data.media import MediaError, decode_clip, evenly_spaced_starts, probe, random_start, sliding_starts
 
-VIDEO_KEYS = ["lossless_mp4", "x264_2997_mkv", "vp9_webm", "mpeg4_avi", "odd_size_no_audio_mp4", "vfr_mkv", "vfr_mp4"]
-AUDIO_KEYS = ["lossless_mp4", "x264_2997_mkv", "vp9_webm", "mpeg4_avi"]
+VIDEO_KEYS = ["lossless_mp4", "x264_2997_mkv", "vp9_webm", "mpeg4_avi", "odd_size_no_audio_mp4", "vfr_mkv", "vfr_mp4",
+              "late_video_mkv"]
+AUDIO_KEYS = ["lossless_mp4", "x264_2997_mkv", "vp9_webm", "mpeg4_avi", "late_video_mkv"]
 # Audio placement resolution: MP4/AVI timestamps are exact to the sample; Matroska/WebM store milliseconds, and
 # Opus' codec delay is rounded to a millisecond once more, so 1 ms (48 samples at 48 kHz).
-MAX_LAG = {"lossless_mp4": 1, "mpeg4_avi": 1, "x264_2997_mkv": 48, "vp9_webm": 48}
+MAX_LAG = {"lossless_mp4": 1, "mpeg4_avi": 1, "x264_2997_mkv": 48, "vp9_webm": 48, "late_video_mkv": 48}
 # Relative RMS error of the decoded span against the encoded chirp, once aligned: the codec's own error (AAC and
 # Opus at 256 kb/s), or for PCM the sub-sample phase of resampling 44.1 / 22.05 kHz to 48 kHz.
-MAX_REL_RMS = {"lossless_mp4": 0.02, "mpeg4_avi": 0.05, "x264_2997_mkv": 0.05, "vp9_webm": 0.05}
+MAX_REL_RMS = {"lossless_mp4": 0.02, "mpeg4_avi": 0.05, "x264_2997_mkv": 0.05, "vp9_webm": 0.05,
+               "late_video_mkv": 0.02}
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,6 +175,21 @@ def test_unusable_files_raise_media_error_with_reason(media_files, key, reason):
     if reason != "no_video":
         with pytest.raises(MediaError, match=reason):
             probe(path)
+
+
+def test_cover_art_is_not_video(media_files):
+    info = probe(media_files["cover_art_m4a"])
+    assert info.has_audio and not info.has_video
+    with pytest.raises(MediaError) as error:
+        decode_clip(media_files["cover_art_m4a"], 0.0, 2, 10.0)
+    assert error.value.reason == "no_video"
+
+
+def test_clip_before_the_first_frame_shows_the_first_frame(media_files, synthetic_media):
+    spec = media_files["late_video_mkv"]  # frames from 0.5 s every 40 ms, audio from 0
+    clip = decode_clip(spec.path, 0.3, 6, 10.0)
+    assert [synthetic_media.frame_index(f) for f in clip.frames] == [0, 0, 0, 2, 5, 7]
+    assert np.abs(clip.audio[:4800]).max() > 0.3  # the audio before the first frame is there
 
 
 def test_missing_file(tmp_path):
