@@ -63,7 +63,8 @@ def class_frames(label: int, seed: int, num_frames: int = 12, size: int = 32, no
     little noise. Windows, crops and flips of such a clip all look alike, so features separate by class."""
     rng = np.random.default_rng(seed)
     colour = PALETTE[label % len(PALETTE)] * (1.0 - 0.35 * (label // len(PALETTE)))
-    frames = np.broadcast_to(colour, (num_frames, size, size, 3)) + rng.normal(0, noise, size=(num_frames, size, size, 3))
+    shape = (num_frames, size, size, 3)
+    frames = np.broadcast_to(colour, shape) + rng.normal(0, noise, size=shape)
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 

@@ -37,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--format", choices=("npy", "parquet"), default="npy", help="output format (default: npy)")
     p.add_argument("--vocab", default=None, help="vocabulary file for --modality text ('mmv vocab')")
     p.add_argument("--frames", type=int, default=32, help="frames per video window (default: 32)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of a video window (default: 25)")
+    p.add_argument("--fps", type=float, default=12.5,
+                   help="frame rate of a video window (default: 12.5, i.e. stride 2 at 25 fps as the paper's eval)")
     p.add_argument("--min-resize", type=int, default=224, help="short side before cropping (default: 224)")
     p.add_argument("--crop", type=int, default=224, help="crop side for video and images (default: 224)")
     p.add_argument("--audio-seconds", type=float, default=None,

@@ -44,7 +44,8 @@ LinearSVC with the published C; retrieval with 4 windows per clip in S_vat, pess
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="run a downstream evaluation protocol", description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="Example: mmv eval ucf101 --model models/mmv_s3d --data /data/ucf101 --out runs/ucf")
+                              epilog="Example: mmv eval ucf101 --model models/mmv_s3d --data /data/ucf101 "
+                                     "--out runs/ucf")
     p.add_argument("task", choices=sorted(TASKS), metavar="TASK", help="one of: " + ", ".join(TASKS))
     p.add_argument("--model", required=True, help="saved model (directory or .safetensors) or an architecture name")
     p.add_argument("--data", required=True, help="dataset root in the task's official layout")

@@ -23,7 +23,7 @@ import torch
 from mmv.eval.datasets import AUDIO_EXTENSIONS, esc50, folder_split
 from mmv.eval.features import AudioClipSpec, MediaItem, Windowing, cached_windows, embed_audio, files_key
 from mmv.eval.io import FeatureCache, model_checksum
-from mmv.eval.linear_probe import _summarise, fit_and_score
+from mmv.eval.linear_probe import summarise_splits, fit_and_score
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def evaluate_esc50(
     per_fold = probe_folds(feats.rows, feats.owner, labels, data.folds, cfg)
     for result in per_fold.values():
         result["skipped"] = feats.skipped.as_dict()
-    return _summarise("audio linear probe", "esc50", Path(data_dir), per_fold, len(data.classes), _options(cfg))
+    return summarise_splits("audio linear probe", "esc50", Path(data_dir), per_fold, len(data.classes), _options(cfg))
 
 
 def evaluate_audio_folder(
@@ -128,7 +128,7 @@ def evaluate_audio_folder(
     folds = np.array([0] * len(split.train) + [1] * len(split.test))
     result = probe_folds(feats.rows, feats.owner, labels, folds, cfg, test_folds=[1])["fold1"]
     result["skipped"] = feats.skipped.as_dict()
-    return _summarise("audio linear probe", "folder", Path(data_dir), {split.name: result}, len(split.classes),
+    return summarise_splits("audio linear probe", "folder", Path(data_dir), {split.name: result}, len(split.classes),
                       _options(cfg))
 
 

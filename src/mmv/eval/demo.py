@@ -28,7 +28,7 @@ import torch
 
 from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_folds
 from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
-from mmv.eval.features import AudioClipSpec, MediaItem, VideoClipSpec
+from mmv.eval.features import AudioClipSpec, VideoClipSpec
 from mmv.eval.io import FeatureCache, SkipCounter, atomic_write, markdown_table, model_checksum
 from mmv.eval.linear_probe import VideoProbeConfig, fit_and_score, split_features
 
@@ -138,8 +138,8 @@ def evaluate_demo(
     num_classes, num_attributes = len(corpus["class_names"]), len(corpus["attribute_names"])
     tasks: dict[str, Any] = {}
     tasks["video_probe"] = ctx.video_probe(train, test, "label", "repr", num_classes)
-    tasks["attribute_video_va"] = ctx.video_probe(train, test, "attribute", "va", num_attributes)
-    if "audio" in model.cfg.modalities:
+    if "audio" in model.cfg.modalities:  # S_va exists only with an audio branch
+        tasks["attribute_video_va"] = ctx.video_probe(train, test, "attribute", "va", num_attributes)
         tasks["audio_probe"] = ctx.audio_probe(train, test, "label", "repr", num_classes)
         tasks["attribute_audio_va"] = ctx.audio_probe(train, test, "attribute", "va", num_attributes)
     if "text" in model.cfg.modalities:
@@ -204,6 +204,9 @@ class _Context:
         keep = {r["video"] for r in queries}
         out = {}
         for direction in directions:
+            if "note" in result["directions"][direction]:  # e.g. text->audio for a Disjoint model
+                logger.warning("demo %s: %s", direction, result["directions"][direction]["note"])
+                continue
             r = _restrict_queries(result["directions"][direction], clips, [c["label"] for c in test], keep)
             name = "text_to_video" if direction == "text->video" else "text_to_audio"
             out[name] = {"what": f"{direction} retrieval (class match)", "metric": "R@1 %", "value": r["R@1"],
@@ -212,7 +215,7 @@ class _Context:
 
     def images(self, train, test, cache_dir, num_classes: int) -> dict[str, Any]:
         from mmv.eval.deflation import DeflationConfig, train_deflated_bn
-        from mmv.eval.images import ImageEvalConfig, build_variants, _features
+        from mmv.eval.images import ImageEvalConfig, build_variants, image_features
 
         frames_dir = Path(cache_dir or self.cache.directory or Path.cwd() / ".mmv_demo_frames") / "demo_frames"
         train_paths, test_paths = _middle_frames(train, frames_dir / "train"), _middle_frames(test, frames_dir / "test")
@@ -228,9 +231,9 @@ class _Context:
         for variant, (net, frames) in build_variants(self.model, ("trained", "naive", "video"),
                                                      deflation.model).items():
             frames = icfg.static_frames if frames == -1 else frames
-            tr = _features(net, frames, [p for p in train_paths if p], icfg, self.cache.directory,
+            tr = image_features(net, frames, [p for p in train_paths if p], icfg, self.cache.directory,
                            f"demo-frames-train-{variant}", self.progress)
-            te = _features(net, frames, [p for p in test_paths if p], icfg, self.cache.directory,
+            te = image_features(net, frames, [p for p in test_paths if p], icfg, self.cache.directory,
                            f"demo-frames-test-{variant}", self.progress)
             ty = np.array([r["label"] for r, p in zip(train, train_paths) if p])[tr.valid]
             vy = np.array([r["label"] for r, p in zip(test, test_paths) if p])[te.valid]

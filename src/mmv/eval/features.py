@@ -441,9 +441,13 @@ def embed_texts(
 
     model.eval()
     device = _device_of(model)
+    vocab_size = getattr(getattr(getattr(model, "text_backbone", None), "cfg", None), "vocab_size", None)
     out = []
     for first in tqdm(range(0, len(sentences), batch_size), desc="text features", disable=not progress):
         ids = torch.as_tensor(np.asarray(tokenizer(list(sentences[first:first + batch_size]))), dtype=torch.int64)
+        if vocab_size is not None and ids.numel() and int(ids.max()) >= vocab_size:
+            raise ValueError(f"the vocabulary gives word ids up to {int(ids.max())} but the model's text branch has "
+                             f"{vocab_size} entries; use the vocabulary the model was trained with")
         with torch.inference_mode():
             out.append(model.encode_text(ids.to(device), space=space).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)

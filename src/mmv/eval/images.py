@@ -93,8 +93,9 @@ def build_variants(
     return out
 
 
-def _features(net: torch.nn.Module, frames: int | None, paths: list[Path], cfg: ImageEvalConfig, cache_dir: Any,
-              tag: str, progress: bool):
+def image_features(net: torch.nn.Module, frames: int | None, paths: list[Path], cfg: ImageEvalConfig,
+                   cache_dir: Any, tag: str, progress: bool):
+    """Cached ``vid_repr`` of images: a deflated ``net`` (``frames`` None) or static clips of ``frames`` frames."""
     items = [MediaItem(p) for p in paths]
     cache = FeatureCache(cache_dir, model_checksum(net))
     options = {"size": cfg.size, "crop": cfg.crop, "static_frames": frames, "files": files_key(items)}
@@ -121,8 +122,10 @@ def evaluate_image_folder(
     results = {}
     for name, (net, frames) in build_variants(model, variants, trained).items():
         frames = cfg.static_frames if frames == -1 else frames
-        train = _features(net, frames, [f.path for f in split.train], cfg, cache_dir, f"images-train-{name}", progress)
-        test = _features(net, frames, [f.path for f in split.test], cfg, cache_dir, f"images-val-{name}", progress)
+        train = image_features(net, frames, [f.path for f in split.train], cfg, cache_dir, f"images-train-{name}",
+                               progress)
+        test = image_features(net, frames, [f.path for f in split.test], cfg, cache_dir, f"images-val-{name}",
+                              progress)
         result = fit_and_score(train.features, train_y[train.valid], test.features, test_y[test.valid], C=cfg.C,
                                classifier=cfg.classifier, seed=cfg.seed)
         result["skipped"] = {"train": train.skipped.as_dict(), "val": test.skipped.as_dict()}
@@ -188,8 +191,8 @@ def evaluate_voc2007(
     results = {}
     for name, (net, frames) in build_variants(model, variants, trained).items():
         frames = cfg.static_frames if frames == -1 else frames
-        train = _features(net, frames, trainval.paths, cfg, cache_dir, f"voc07-trainval-{name}", progress)
-        held = _features(net, frames, test.paths, cfg, cache_dir, f"voc07-test-{name}", progress)
+        train = image_features(net, frames, trainval.paths, cfg, cache_dir, f"voc07-trainval-{name}", progress)
+        held = image_features(net, frames, test.paths, cfg, cache_dir, f"voc07-test-{name}", progress)
         result = voc_map(train.features, trainval.targets[train.valid], held.features, test.targets[held.valid],
                          C=cfg.C, ap_method=cfg.ap_method, classifier=cfg.classifier, seed=cfg.seed)
         result["skipped"] = {"trainval": train.skipped.as_dict(), "test": held.skipped.as_dict()}

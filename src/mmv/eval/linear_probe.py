@@ -129,10 +129,8 @@ def fit_and_score(
     scores = probe.decision_function(test_x)
     # Map test labels onto the probe's class columns; a test class never seen in training counts as wrong.
     column = {c: i for i, c in enumerate(probe.classes_.tolist())}
-    known = np.array([y in column for y in test_y.tolist()], dtype=bool)
     padded = np.concatenate([scores, np.full((len(scores), 1), -np.inf)], axis=1)
     labels = np.array([column.get(y, padded.shape[1] - 1) for y in test_y.tolist()], dtype=np.int64)
-    padded[~known, -1] = -np.inf
     result = topk_accuracy(padded, labels, ks=(1, 5))
     result.update({"C": C, "fit_seconds": probe.fit_seconds, "num_train_rows": int(len(train_x)),
                    "num_test": int(len(test_x))})
@@ -207,12 +205,13 @@ def evaluate_video_probe(
                                groups=groups if len(groups) == len(train_x) else None)
         result["skipped"] = skipped.as_dict()
         per_split[split.name] = result
-    return _summarise("video linear probe", dataset, data_dir, per_split, len(split_list[0].classes),
+    return summarise_splits("video linear probe", dataset, data_dir, per_split, len(split_list[0].classes),
                       {**asdict(cfg), "C": C})
 
 
-def _summarise(task: str, dataset: str, data_dir: Path, per_split: dict[str, dict[str, Any]], num_classes: int,
-               options: dict[str, Any]) -> dict[str, Any]:
+def summarise_splits(task: str, dataset: str, data_dir: Path, per_split: dict[str, dict[str, Any]],
+                     num_classes: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The report of a probe: per-split results, their mean and std, and chance."""
     top1 = mean_and_std([r["top1"] for r in per_split.values()])
     top5 = mean_and_std([r["top5"] for r in per_split.values()])
     return {
