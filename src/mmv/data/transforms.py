@@ -114,30 +114,73 @@ def horizontal_flip(video: np.ndarray | torch.Tensor) -> torch.Tensor:
     return _as_tensor(video).flip(2)
 
 
-def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
-    """``[..., 3]`` RGB to HSV, all in [0, 1] (hue as a fraction of the circle), as ``tf.image.rgb_to_hsv``."""
-    r, g, b = rgb.unbind(-1)
-    value, _ = rgb.max(-1)
-    minimum, _ = rgb.min(-1)
-    chroma = value - minimum
+# NOTE: the colour functions work on channel planes ([3, ...], each plane contiguous). On channels-last tensors,
+# elementwise ops that broadcast a per-pixel value against the size-3 last dimension run ~10x slower in PyTorch on
+# CPU; one transpose in and one out is far cheaper. The public functions take and return channels-last tensors.
+
+
+def _to_planes(video: torch.Tensor) -> torch.Tensor:
+    return video.movedim(-1, 0).contiguous()  # [..., 3] -> [3, ...]
+
+
+def _from_planes(planes: torch.Tensor) -> torch.Tensor:
+    return planes.movedim(0, -1)  # [3, ...] -> [..., 3]
+
+
+def _rgb_to_hsv_planes(rgb: torch.Tensor) -> torch.Tensor:
+    r, g, b = rgb
+    value = torch.maximum(torch.maximum(r, g), b)
+    chroma = value - torch.minimum(torch.minimum(r, g), b)
     safe_value = value.where(value > 0, torch.ones_like(value))
     saturation = torch.where(value > 0, chroma / safe_value, torch.zeros_like(value))
     safe_chroma = chroma.where(chroma > 0, torch.ones_like(chroma))
     hue = torch.where(value == r, (g - b) / safe_chroma,
                       torch.where(value == g, 2.0 + (b - r) / safe_chroma, 4.0 + (r - g) / safe_chroma))
     hue = torch.where(chroma > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
-    return torch.stack([hue, saturation, value], dim=-1)
+    return torch.stack([hue, saturation, value])
 
 
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``rgb_to_hsv``."""
-    hue, saturation, value = hsv.unbind(-1)
-    # Standard formula: channel n takes v - v*s*clamp(min(k, 4 - k), 0, 1), with k = (n + 6h) mod 6.
+def _hsv_to_rgb_planes(hsv: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = hsv
+    # Channel n (red 5, green 3, blue 1) is v - v s clamp(min(k, 4 - k), 0, 1), with k = (n + 6 h) mod 6.
     channels = []
     for n in (5.0, 3.0, 1.0):
         k = (n + hue * 6.0) % 6.0
         channels.append(value - value * saturation * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
-    return torch.stack(channels, dim=-1)
+    return torch.stack(channels)
+
+
+def _contrast_planes(rgb: torch.Tensor, factor: float) -> torch.Tensor:
+    mean = rgb.mean(dim=(-2, -1), keepdim=True)  # per channel and frame
+    return (rgb - mean) * factor + mean
+
+
+def _saturation_planes(rgb: torch.Tensor, factor: float) -> torch.Tensor:
+    # With hue and value v = max(r, g, b) fixed, each channel's distance below v is proportional to the saturation
+    # s = (v - min) / v, so scaling s to s' = min(s * factor, 1) is v - (v - rgb) * s' / s, and
+    # s' / s = min(factor, 1 / s). Grey (v == min) and non-positive pixels are left as they are (s = 0).
+    r, g, b = rgb
+    value = torch.maximum(torch.maximum(r, g), b)
+    spread = value - torch.minimum(torch.minimum(r, g), b)
+    inverse_saturation = torch.where(spread > 0, value / spread.where(spread > 0, torch.ones_like(spread)),
+                                     torch.full_like(spread, float("inf")))
+    ratio = torch.where(value > 0, torch.clamp(inverse_saturation, max=factor), torch.ones_like(value))
+    return value - (value - rgb) * ratio
+
+
+def _hue_planes(rgb: torch.Tensor, delta: float) -> torch.Tensor:
+    hue, saturation, value = _rgb_to_hsv_planes(rgb)
+    return _hsv_to_rgb_planes(torch.stack([(hue + delta) % 1.0, saturation, value]))
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """``[..., 3]`` RGB to HSV, all in [0, 1] (hue as a fraction of the circle), as ``tf.image.rgb_to_hsv``."""
+    return _from_planes(_rgb_to_hsv_planes(_to_planes(rgb)))
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``rgb_to_hsv``."""
+    return _from_planes(_hsv_to_rgb_planes(_to_planes(hsv)))
 
 
 def adjust_brightness(video: torch.Tensor, delta: float) -> torch.Tensor:
@@ -147,22 +190,20 @@ def adjust_brightness(video: torch.Tensor, delta: float) -> torch.Tensor:
 
 def adjust_contrast(video: torch.Tensor, factor: float) -> torch.Tensor:
     """Scales each frame's channels about their spatial mean (``tf.image.adjust_contrast``, per frame)."""
-    mean = video.mean(dim=(-3, -2), keepdim=True)  # [T, 1, 1, 3]
-    return (video - mean) * factor + mean
+    return _from_planes(_contrast_planes(_to_planes(video), factor))
 
 
 def adjust_saturation(video: torch.Tensor, factor: float) -> torch.Tensor:
-    """Multiplies HSV saturation by ``factor``, clipped to [0, 1] (``tf.image.adjust_saturation``)."""
-    hsv = rgb_to_hsv(video)
-    hsv = torch.stack([hsv[..., 0], (hsv[..., 1] * factor).clamp(0.0, 1.0), hsv[..., 2]], dim=-1)
-    return hsv_to_rgb(hsv)
+    """Multiplies HSV saturation by ``factor``, clipped to [0, 1] (``tf.image.adjust_saturation``).
+
+    Computed without the HSV round trip (same result for colours in [0, 1]; see ``_saturation_planes``).
+    """
+    return _from_planes(_saturation_planes(_to_planes(video), factor))
 
 
 def adjust_hue(video: torch.Tensor, delta: float) -> torch.Tensor:
     """Rotates hue by ``delta`` (a fraction of the colour circle) (``tf.image.adjust_hue``)."""
-    hsv = rgb_to_hsv(video)
-    hsv = torch.stack([(hsv[..., 0] + delta) % 1.0, hsv[..., 1], hsv[..., 2]], dim=-1)
-    return hsv_to_rgb(hsv)
+    return _from_planes(_hue_planes(_to_planes(video), delta))
 
 
 def color_jitter(video: torch.Tensor, generator: torch.Generator | None = None, *, brightness: float = 32 / 255,
@@ -182,11 +223,11 @@ def color_jitter(video: torch.Tensor, generator: torch.Generator | None = None, 
     """
     if not video.is_floating_point():
         raise TypeError("color_jitter expects a float clip in [0, 1]; convert with to_float first")
-    video = adjust_brightness(video, _uniform(generator, -brightness, brightness))
-    video = adjust_saturation(video, _uniform(generator, 1 - saturation, 1 + saturation))
-    video = adjust_contrast(video, _uniform(generator, 1 - contrast, 1 + contrast))
-    video = adjust_hue(video, _uniform(generator, -hue, hue))
-    return video.clamp(0.0, 1.0)
+    planes = _to_planes(video) + _uniform(generator, -brightness, brightness)
+    planes = _saturation_planes(planes, _uniform(generator, 1 - saturation, 1 + saturation))
+    planes = _contrast_planes(planes, _uniform(generator, 1 - contrast, 1 + contrast))
+    planes = _hue_planes(planes, _uniform(generator, -hue, hue))
+    return _from_planes(planes.clamp_(0.0, 1.0))
 
 
 class VideoTransform:
