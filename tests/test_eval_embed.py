@@ -153,3 +153,16 @@ def test_cli_embed_eval_and_deflate(media, saved_model, tmp_path, single_thread)
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["eval", "ucf101", "--model", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 1
     assert "neither a saved model" in capsys.readouterr().err
+
+
+def test_training_settings_are_read_from_a_trained_model(tiny_model, tmp_path):
+    import mmv
+    from mmv.eval.io import mel_config_from_training, training_data_settings
+
+    data = {"num_frames": 16, "fps": 10.0, "crop": 56, "min_resize": 64, "sample_rate": 16000, "stft_window": 512,
+            "stft_hop": 256, "num_mel_bins": 40, "vocab": "vocab.txt"}
+    path = mmv.save(tiny_model, tmp_path / "trained", extra={"train_config": {"data": data}})
+    assert training_data_settings(path) == data
+    mel = mel_config_from_training(data)
+    assert (mel.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels) == (16000, 512, 256, 40)
+    assert training_data_settings(mmv.save(tiny_model, tmp_path / "plain")) == {}

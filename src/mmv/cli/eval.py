@@ -124,10 +124,17 @@ def _dispatch(args: argparse.Namespace, model: Any, cache: Path | None) -> tuple
     if task == "demo":
         from mmv.eval.demo import DemoEvalConfig, demo_table, evaluate_demo
 
-        cfg = DemoEvalConfig(num_frames=args.frames or 16, fps=args.fps, crop=args.crop, sample_rate=None,
-                             train_passes=args.passes or 3, test_windows=args.windows or 4,
-                             batch_size=args.batch_size)
-        result = evaluate_demo(model, args.data, cfg=cfg, vocab=args.vocab, seed=args.seed, **common)
+        from mmv.eval.io import mel_config_from_training, training_data_settings
+
+        # Clips as in training when the model carries its training config (mmv train), else the corpus's.
+        trained = training_data_settings(args.model)
+        cfg = DemoEvalConfig(num_frames=args.frames or trained.get("num_frames", 16),
+                             fps=args.fps or trained.get("fps"), crop=args.crop or trained.get("crop"),
+                             min_resize=args.min_resize or trained.get("min_resize"),
+                             sample_rate=trained.get("sample_rate"), mel_config=mel_config_from_training(trained),
+                             train_passes=args.passes or 3, test_windows=args.windows or 4, batch_size=args.batch_size)
+        vocab = args.vocab or trained.get("vocab") or None
+        result = evaluate_demo(model, args.data, cfg=cfg, vocab=vocab, seed=args.seed, **common)
         return result, demo_table(result)
     clip = TASK_CLIP_DEFAULTS.get(task, {"fps": 10.0, "min_resize": 224, "crop": 224})
     spec = VideoClipSpec(args.frames or 32, args.fps or clip["fps"], args.min_resize or clip["min_resize"],

@@ -41,6 +41,7 @@ class DemoEvalConfig:
 
     Attributes:
         num_frames, fps, crop: video windows (crop = the corpus frame size by default: no resizing).
+        min_resize: short side before cropping (default: ``crop``).
         train_passes: augmented passes for the video probes.
         test_windows: windows per test clip (probes and retrieval).
         audio_seconds: audio window (default: the video window's span).
@@ -53,6 +54,7 @@ class DemoEvalConfig:
     num_frames: int = 16
     fps: float | None = None
     crop: int | None = None
+    min_resize: int | None = None
     train_passes: int = 3
     test_windows: int = 4
     audio_seconds: float | None = None
@@ -98,7 +100,7 @@ def _settings(data_dir: Path, cfg: DemoEvalConfig) -> tuple[VideoClipSpec, Audio
     params = corpus["parameters"]["config"]
     fps = cfg.fps or float(params["fps"])
     crop = cfg.crop or int(params["size"])
-    spec = VideoClipSpec(cfg.num_frames, fps, crop, crop)
+    spec = VideoClipSpec(cfg.num_frames, fps, max(cfg.min_resize or crop, crop), crop)
     audio = AudioClipSpec(cfg.audio_seconds or spec.seconds, cfg.sample_rate or int(params["sample_rate"]))
     return spec, audio, corpus
 
