@@ -94,6 +94,12 @@ def test_color_adjustments_match_their_definitions():
     saturated = np.array([colorsys.hsv_to_rgb(h, min(s * 1.3, 1.0), v) for h, s, v in
                           (colorsys.rgb_to_hsv(*c) for c in colors)])
     np.testing.assert_allclose(T.adjust_saturation(x, 1.3).numpy(), saturated, atol=1e-9)
+    # Outside [0, 1] (after a brightness shift) it still equals the HSV round trip that TensorFlow computes.
+    wide = torch.from_numpy(np.random.default_rng(2).uniform(-0.3, 1.3, (500, 3)))
+    for factor in (0.6, 1.4):
+        hue, sat, val = T.rgb_to_hsv(wide).unbind(-1)
+        round_trip = T.hsv_to_rgb(torch.stack([hue, (sat * factor).clamp(0, 1), val], dim=-1))
+        torch.testing.assert_close(T.adjust_saturation(wide, factor), round_trip, atol=1e-9, rtol=0)
     shifted = np.array([colorsys.hsv_to_rgb((h + 0.15) % 1.0, s, v) for h, s, v in
                         (colorsys.rgb_to_hsv(*c) for c in colors)])
     np.testing.assert_allclose(T.adjust_hue(x, 0.15).numpy(), shifted, atol=1e-9)

@@ -158,13 +158,14 @@ def _contrast_planes(rgb: torch.Tensor, factor: float) -> torch.Tensor:
 def _saturation_planes(rgb: torch.Tensor, factor: float) -> torch.Tensor:
     # With hue and value v = max(r, g, b) fixed, each channel's distance below v is proportional to the saturation
     # s = (v - min) / v, so scaling s to s' = min(s * factor, 1) is v - (v - rgb) * s' / s, and
-    # s' / s = min(factor, 1 / s). Grey (v == min) and non-positive pixels are left as they are (s = 0).
+    # s' / s = min(factor, 1 / s). Grey pixels (v == min) stay as they are; a pixel with v <= 0 has s = 0 in
+    # TensorFlow's HSV and comes back as the grey (v, v, v), hence ratio 0 there.
     r, g, b = rgb
     value = torch.maximum(torch.maximum(r, g), b)
     spread = value - torch.minimum(torch.minimum(r, g), b)
     inverse_saturation = torch.where(spread > 0, value / spread.where(spread > 0, torch.ones_like(spread)),
                                      torch.full_like(spread, float("inf")))
-    ratio = torch.where(value > 0, torch.clamp(inverse_saturation, max=factor), torch.ones_like(value))
+    ratio = torch.where(value > 0, torch.clamp(inverse_saturation, max=factor), torch.zeros_like(value))
     return value - (value - rgb) * ratio
 
 
@@ -196,7 +197,7 @@ def adjust_contrast(video: torch.Tensor, factor: float) -> torch.Tensor:
 def adjust_saturation(video: torch.Tensor, factor: float) -> torch.Tensor:
     """Multiplies HSV saturation by ``factor``, clipped to [0, 1] (``tf.image.adjust_saturation``).
 
-    Computed without the HSV round trip (same result for colours in [0, 1]; see ``_saturation_planes``).
+    Computed without the HSV round trip, with the same result (see ``_saturation_planes``).
     """
     return _from_planes(_saturation_planes(_to_planes(video), factor))
 
