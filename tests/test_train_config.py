@@ -56,6 +56,7 @@ def test_a_whole_list_can_be_replaced():
     ("optim.lr=fast", "optim.lr must be a number"),
     ("optim.betas=[0.9]", "optim.betas must be a list of 2"),
     ("run.amp=fp16", "run.amp must be one of"),
+    ("run.amp=off", "quote the value"),
     ("loss.direction=both", "loss.direction must be one of"),
     ("data.datasets.0.kind=youtube", "data.datasets.0.kind must be one of"),
     ("data.datasets.0.kind=folder", "data.datasets.0.path is empty"),

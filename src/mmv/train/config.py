@@ -178,7 +178,7 @@ class RunSection:
         checkpoint_every: Write a checkpoint every N steps (and always at the end).
         keep_last: Keep this many most recent checkpoints.
         log_every: Log metrics every N steps.
-        amp: ``auto`` (bfloat16 autocast on CUDA, off on CPU), ``bf16`` or ``off``.
+        amp: ``auto`` (bfloat16 autocast on CUDA, float32 on CPU), ``bf16`` or ``fp32`` (no autocast).
         compile: Wrap the model in ``torch.compile``.
         channels_last: Channels-last memory format for conv weights (faster convolutions on recent GPUs).
         sync_bn: Convert BatchNorm to SyncBatchNorm when several processes train (the released models used
@@ -224,7 +224,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Checks values that types alone cannot; returns self. Raises :class:`ConfigError` naming the key."""
-        _check_choice("run.amp", self.run.amp, ("auto", "bf16", "off"))
+        _check_choice("run.amp", self.run.amp, ("auto", "bf16", "fp32"))
         _check_choice("run.device", self.run.device, ("auto", "cpu", "cuda"))
         _check_choice("optim.schedule", self.optim.schedule, ("cosine", "constant"))
         _check_choice("loss.direction", self.loss.direction, ("joint", "symmetric", "v2x"))
@@ -341,6 +341,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r} (YAML reads yes/no/on/off as booleans: quote "
+                              "the value)")
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
