@@ -118,7 +118,9 @@ def test_manifests_jsonl_and_csv_resolve_relative_paths(tmp_path: Path) -> None:
         json.dumps({"video": "v/a.mp4", "caption": "v/a.vtt", "label": 2}) + "\n\n" +
         json.dumps({"path": "/abs/b.mp4", "caption": None, "duration": 4.5}) + "\n")
     (tmp_path / "m.csv").write_text("video,caption,label\nv/a.mp4,v/a.vtt,2\n/abs/b.mp4,,\n")
-    for name in ("m.jsonl", "m.csv"):
+    (tmp_path / "m.json").write_text(json.dumps([{"video": "v/a.mp4", "caption": "v/a.vtt", "label": 2},
+                                                 {"video": "/abs/b.mp4"}]))
+    for name in ("m.jsonl", "m.csv", "m.json"):
         items = read_manifest(tmp_path / name)
         assert items[0] == VideoItem(str(tmp_path / "v/a.mp4"), str(tmp_path / "v/a.vtt"), 2)
         assert items[1].path == "/abs/b.mp4" and items[1].caption is None and items[1].label == -1

@@ -123,9 +123,9 @@ def _caption_beside(video: Path) -> str | None:
 
 
 def read_manifest(path: str | os.PathLike, *, label_field: str = "label") -> list[VideoItem]:
-    """Read a manifest: JSONL (one object per line) or CSV (with a header).
+    """Read a manifest: JSONL (one object per line), a JSON list of objects, or CSV (with a header).
 
-    Fields: the video (``video`` or ``path``), optionally its caption file (``caption``; empty or null for none), a
+    Fields (line numbers in errors count objects for a JSON list): the video (``video`` or ``path``), optionally its caption file (``caption``; empty or null for none), a
     ``label`` (int) and a ``duration`` (seconds). Relative paths are relative to the manifest's folder. Other fields
     are kept in ``VideoItem.extra``.
 
@@ -141,7 +141,14 @@ def read_manifest(path: str | os.PathLike, *, label_field: str = "label") -> lis
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such manifest")
     text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = list(enumerate(json.loads(text), 1))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from err
+        if not all(isinstance(row, dict) for _, row in rows):
+            raise ValueError(f"{path}: expected a JSON list of objects")
+    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         rows = []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
