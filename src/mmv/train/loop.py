@@ -77,8 +77,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device, run_dir = info.device, Path(cfg.run.out_dir)
     batch_size = per_device_batch(cfg.run, info.world_size)
     resume_from = ckpt.resolve_resume(cfg.run.resume, run_dir)
+    if resume_from is None and ckpt.list_checkpoints(run_dir):  # checked on every rank, so all stop together
+        raise ValueError(f"{run_dir} already holds checkpoints; continue that run with --resume auto or choose "
+                         "another run.out_dir")
     if info.primary:
-        prepare_run_dir(run_dir, cfg, resuming=resume_from is not None)
+        prepare_run_dir(run_dir, cfg)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
 
     # ---- model, loss, optimizer --------------------------------------------------------------------------------
@@ -98,14 +101,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if resume_from is not None:
         state, rng_to_restore, data_state = load_training_state(resume_from, model, optimizer, param_names, info)
 
-    # ---- wrappers: torch.compile, DDP ----------------------------------------------------------------------------
+    # ---- wrappers: DDP, then torch.compile (compiling the DDP module lets dynamo split graphs at buckets) -----
     raw_model = model
-    if cfg.run.compile:
-        model = torch.compile(model)
     if info.distributed:
+        # With one loss weight at 0 a branch feeds no loss; otherwise every trainable parameter gets a gradient.
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=not (cfg.loss.lambda_va and cfg.loss.lambda_vt))
+    if cfg.run.compile:
+        model = torch.compile(model)
 
     # ---- data: batches in a deterministic order that continues where the checkpoint stopped ------------------
     dataset = build_dataset(cfg.data, cfg.run.seed, vocab_size=text_vocab_size(raw_model), rank=info.rank,
@@ -202,11 +206,8 @@ def per_device_batch(run: RunSection, world_size: int) -> int:
     return run.global_batch_size // world_size
 
 
-def prepare_run_dir(run_dir: Path, cfg: TrainConfig, resuming: bool) -> None:
-    """Creates the run directory and writes the resolved config; refuses to overwrite another run's checkpoints."""
-    if not resuming and ckpt.list_checkpoints(run_dir):
-        raise ValueError(f"{run_dir} already holds checkpoints; continue that run with --resume auto or choose "
-                         "another run.out_dir")
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    """Creates the run directory, clears what a killed run left half-written, writes the resolved config."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale_temporaries(run_dir)
     save_config(cfg, run_dir / "config.yaml")
