@@ -71,6 +71,8 @@ class DemoConfig:
         test_windows: windows per held-out clip (probes and retrieval).
         deflation_epochs: passes over the training frames when fitting the deflated network's BN parameters.
         eval_batch_size: clips per forward pass during evaluation.
+        data_workers: DataLoader processes decoding training clips (1: decoding overlaps the training step, which
+            matters on two cores, where decoding takes about as long as the step itself).
         seed: seed of training and evaluation (``--compare`` adds the seed index).
     """
 
@@ -79,9 +81,9 @@ class DemoConfig:
     corpus_seed: int = 0
     corpus: dict[str, Any] = field(default_factory=dict)
     model: str = "mmv_tiny_s3dg"
-    num_frames: int = 16
+    num_frames: int = 8
     fps: float = 10.0
-    crop: int = 56
+    crop: int = 48
     num_mel_bins: int = 40
     stft_window: int = 512
     stft_hop: int = 256
@@ -93,17 +95,19 @@ class DemoConfig:
     lr: float = 0.002
     warmup_steps: int = 30
     temperature: float = 0.07
-    train_passes: int = 2
+    train_passes: int = 1
     test_windows: int = 2
-    deflation_epochs: int = 2
+    deflation_epochs: int = 1
     eval_batch_size: int = 32
+    data_workers: int = 1
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "DemoConfig":
         """A run of seconds (tests, smoke checks): a tiny corpus and a few steps; its numbers mean nothing."""
-        return cls(num_train=24, num_test=12, corpus={"duration": 2.0, "size": 32}, num_frames=8, crop=28, steps=4, batch_size=8, warmup_steps=2, train_passes=1, test_windows=1,
-                   deflation_epochs=1, eval_batch_size=16)
+        return cls(num_train=24, num_test=12, corpus={"duration": 2.0, "size": 32}, num_frames=8, crop=24, steps=4,
+                   batch_size=8, warmup_steps=2, train_passes=1, test_windows=1, deflation_epochs=1,
+                   eval_batch_size=16, data_workers=0)
 
     def replace(self, **changes: Any) -> "DemoConfig":
         return dataclasses.replace(self, **changes)
@@ -140,7 +144,7 @@ class DemoConfig:
             num_frames=self.num_frames, fps=self.fps, crop=self.crop, min_resize=self.crop,
             sample_rate=self.sample_rate(), num_mel_bins=self.num_mel_bins, stft_window=self.stft_window,
             stft_hop=self.stft_hop, mel_fmin=80.0, mel_fmax=self.sample_rate() / 2 * 0.95,
-            num_narrations=self.num_narrations, max_words=self.max_words, vocab=vocab, workers=0)
+            num_narrations=self.num_narrations, max_words=self.max_words, vocab=vocab, workers=self.data_workers)
         cfg = TrainConfig(
             name=f"demo-{variant.name}",
             model=ModelSection(name=self.model, overrides=overrides),

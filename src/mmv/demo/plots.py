@@ -84,8 +84,8 @@ def plot_retrieval_grid(queries: Sequence[str], query_labels: Sequence[int], ret
     """
     plt = _pyplot()
     top = max(len(r) for r in retrieved)
-    fig, axes = plt.subplots(len(queries), top + 1, figsize=(1.5 * (top + 1) + 1.6, 1.55 * len(queries)),
-                             squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * top})
+    fig, axes = plt.subplots(len(queries), top + 1, figsize=(1.45 * top + 2.4, 1.55 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1.6] + [1] * top})
     for row, (text, qlabel, ranking) in enumerate(zip(queries, query_labels, retrieved)):
         text_ax = axes[row][0]
         text_ax.axis("off")

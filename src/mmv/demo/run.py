@@ -109,8 +109,11 @@ def train_variant(cfg: DemoConfig, data_dir: Path, vocab: Path, run_dir: Path, v
                   progress: bool = True) -> tuple[Any, dict[str, Any]]:
     """Trains one model with :func:`mmv.train.loop.train`; returns ``(model in eval mode, training summary)``.
 
-    A run directory holding a finished run of the same config is reused; one holding anything else (another
-    config, or a run cut short) is started over.
+    A run directory holding a finished run of the same config is reused, and an unfinished one (stopped by
+    Ctrl-C, say) is resumed exactly where it stopped; a run directory of another config is started over.
+
+    Raises:
+        RuntimeError: training was interrupted (SIGINT/SIGTERM); running the same command again continues it.
     """
     import mmv
     from mmv.train.checkpoint import find_latest
@@ -118,29 +121,47 @@ def train_variant(cfg: DemoConfig, data_dir: Path, vocab: Path, run_dir: Path, v
 
     train_cfg = cfg.train_config(data_dir=str(data_dir), vocab=str(vocab), out_dir=str(run_dir), variant=variant,
                                  seed=seed, progress=progress)
-    if _finished_run(run_dir, train_cfg):
+    state = _run_state(run_dir, train_cfg)
+    if state == "finished":
         log.info("%s: reusing the finished run in %s", variant.label, run_dir)
         summary = {"status": "reused", "step": train_cfg.run.steps, "checkpoint": str(find_latest(run_dir)),
                    "run_dir": str(run_dir)}
     else:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if state == "other":
+            shutil.rmtree(run_dir, ignore_errors=True)
+        train_cfg.run.resume = "auto" if state == "unfinished" else ""
         summary = train(train_cfg)
+        if summary["status"] != "completed":
+            raise RuntimeError(f"training of {variant.label} stopped at step {summary['step']} of "
+                               f"{train_cfg.run.steps}; run the same command again to continue from {run_dir}")
     summary["metrics"] = read_metrics(run_dir / "metrics.jsonl")
     return mmv.load(summary["checkpoint"]).eval(), summary
 
 
-def _finished_run(run_dir: Path, train_cfg: Any) -> bool:
+def _run_state(run_dir: Path, train_cfg: Any) -> str:
+    """``finished`` / ``unfinished`` (a run of this very config), ``other`` (anything else there) or ``none``."""
     from mmv.train.checkpoint import find_latest, read_trainer_state
     from mmv.train.config import config_to_dict, load_config
 
+    if not run_dir.exists():
+        return "none"
     latest = find_latest(run_dir) if run_dir.is_dir() else None
     if latest is None or not (run_dir / "config.yaml").is_file():
-        return False
+        return "other"
     try:
-        same = config_to_dict(load_config(run_dir / "config.yaml")) == config_to_dict(train_cfg)
-        return same and int(read_trainer_state(latest).get("step", -1)) == train_cfg.run.steps
+        saved = config_to_dict(load_config(run_dir / "config.yaml"))
+        if _comparable(saved) != _comparable(config_to_dict(train_cfg)):
+            return "other"
+        finished = int(read_trainer_state(latest).get("step", -1)) == train_cfg.run.steps
     except (ValueError, OSError, KeyError):
-        return False
+        return "other"
+    return "finished" if finished else "unfinished"
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config without the switches that do not change the result (resume mode, progress bar)."""
+    run = {k: v for k, v in config["run"].items() if k not in ("resume", "progress")}
+    return {**config, "run": run}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
