@@ -115,3 +115,18 @@ def test_paper_presets_cover_the_grid():
     assert (ht.loss.lambda_va, ht.loss.lambda_vt) == (1.0, 10.0)  # the 10:1 choice documented in docs/training.md
     assert (ht_as.loss.lambda_va, ht_as.loss.lambda_vt) == (1.0, 1.0)
     assert [d.weight for d in ht_as.data.datasets] == [1.0, 1.0]
+
+
+def test_cli_takes_options_before_and_after_overrides(capsys):
+    import yaml
+
+    from mmv.cli.main import main
+
+    preset = str(CONFIGS[0].parent / "synthetic_tiny.yaml")
+    assert main(["train", "run.steps=3", "--config", preset, "--print-config", "run.seed=5", "--resume", "auto"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["run"]["steps"], printed["run"]["seed"], printed["run"]["resume"]) == (3, 5, "auto")
+    assert main(["train", "--config", preset, "run.steps=3", "--bogus"]) == 1
+    assert "unrecognized argument '--bogus'" in capsys.readouterr().err
+    assert main(["train", "--config", preset, "run.stepz=3"]) == 1
+    assert "unknown key run.stepz" in capsys.readouterr().err

@@ -85,3 +85,33 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     # keep_last=2, and no temporary directory survives the kill.
     assert [step for step, _ in list_checkpoints(resumed)] == [STEPS - 2, STEPS]
     assert not [p for p in resumed.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_checkpoint_per_rank_state_and_resume(tmp_path):
+    out_dir = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    common = ["--config", str(CONFIG), f"run.out_dir={out_dir}", "run.batch_size=4", "run.device=cpu",
+              "run.progress=false", "run.tensorboard=false", "run.log_every=1", "data.datasets.0.size=40",
+              "data.num_frames=4", "data.workers=0"]
+    _run([*torchrun, "-m", "mmv.cli.main", "train", *common, "run.steps=2", "run.checkpoint_every=2"])
+    state = read_trainer_state(out_dir / "ckpt_2")
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    assert state["samples_seen"] == 2 * 2 * 4  # steps x processes x clips per process
+    assert state["ranks"][0]["rng"] != state["ranks"][1]["rng"]  # every rank has its own random stream
+    ranks = [r["data"]["sampler"]["rank"] for r in state["ranks"]]
+    assert ranks == [0, 1]
+
+    # A launch of another size (here this single process) cannot continue the per-rank streams: refused.
+    from mmv.train.config import load_config
+    from mmv.train.loop import train
+
+    cfg = load_config(CONFIG, [*common[2:], "run.resume=auto", "run.steps=4"])
+    with pytest.raises(ValueError, match="written by 2 processes"):
+        train(cfg)
+
+    _run([*torchrun, "-m", "mmv.cli.main", "train", *common, "--resume", "auto", "run.steps=4"])
+    rows = _metrics(out_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["loss"] is not None and r["samples_seen"] == 8 * r["step"] for r in rows)

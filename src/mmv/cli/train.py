@@ -46,13 +46,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="a YAML config (configs/*.yaml); optional with --resume CHECKPOINT")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    # NOTE: REMAINDER, so that options may follow the overrides ('... run.steps=9 --resume auto'); the options
+    # caught in it are parsed again in _split_options.
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
                    help="config overrides, e.g. run.steps=1000 optim.lr=1e-3 model.overrides.graph=shared")
     p.add_argument("--resume", metavar="PATH|auto",
                    help="continue from a checkpoint directory (or a run directory's latest), or 'auto': the "
                         "latest checkpoint of run.out_dir if there is one, else start")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
+
+
+def _split_options(args: argparse.Namespace) -> None:
+    """Moves options that came after the first override out of ``args.overrides``; rejects anything else."""
+    late = argparse.ArgumentParser(prog="mmv train", add_help=False)
+    late.add_argument("--config")
+    late.add_argument("--resume")
+    late.add_argument("--print-config", action="store_true")
+    options, overrides = late.parse_known_args(args.overrides)
+    for name in ("config", "resume"):
+        if getattr(options, name) is not None:
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name} given twice")
+            setattr(args, name, getattr(options, name))
+    args.print_config = args.print_config or options.print_config
+    bad = [item for item in overrides if item.startswith("-") or "=" not in item]
+    if bad:
+        raise ValueError(f"unrecognized argument {bad[0]!r}: overrides are KEY=VALUE (see mmv train --help)")
+    args.overrides = overrides
 
 
 def _config(args: argparse.Namespace):  # -> TrainConfig
@@ -80,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
     from mmv.train.config import config_to_dict
     from mmv.train.loop import train
 
+    _split_options(args)
     cfg = _config(args)
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False), end="")
         return 0
     summary = train(cfg)
     if world_info_from_env()[0] == 0:  # rank 0 reports (the process group is already gone)

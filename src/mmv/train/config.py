@@ -456,7 +456,7 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     data = config_to_dict(cfg)
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):
-        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     else:
         text = json.dumps(data, indent=2) + "\n"
     atomic_write_bytes(path, text.encode())
