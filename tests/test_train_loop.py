@@ -115,14 +115,15 @@ def test_sigterm_finishes_the_step_and_writes_a_checkpoint(tmp_path):
                 return
             time.sleep(0.02)
 
+    handler_before = signal.getsignal(signal.SIGTERM)
     sender = threading.Thread(target=send_sigterm_after_two_steps, daemon=True)
     sender.start()
     summary = train(cfg)
     sender.join()
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # the loop's handler is gone again
     assert summary["status"] == "interrupted"
     assert 2 <= summary["step"] < 50
     assert summary["checkpoint"] == str(tmp_path / f"ckpt_{summary['step']}")
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
     # The run directory now refuses a fresh start, and continues with resume=auto.
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(cfg)
