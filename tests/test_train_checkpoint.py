@@ -80,16 +80,21 @@ def test_rng_states_survive_json():
     assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
 
 
-def _save(run_dir, step, keep_last=2):
-    model = mmv.create_model("mmv_tiny_s3dg")
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    return mmv.create_model("mmv_tiny_s3dg")
+
+
+def _save(run_dir, step, model, keep_last=2):
     optimizer = torch.optim.Adam(model.parameters())
     names = [name for name, _ in model.named_parameters()]
-    return ckpt.save_checkpoint(run_dir, step, model, optimizer, names, {"step": step}, keep_last), model
+    return ckpt.save_checkpoint(run_dir, step, model, optimizer, names, {"step": step}, keep_last)
 
 
-def test_checkpoint_directory_latest_and_pruning(tmp_path):
+def test_checkpoint_directory_latest_and_pruning(tmp_path, tiny_model):
+    model = tiny_model
     for step in (10, 20, 30):
-        path, model = _save(tmp_path, step)
+        path = _save(tmp_path, step, model)
     assert path == tmp_path / "ckpt_30"
     assert (tmp_path / "latest").read_text().strip() == "ckpt_30"
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [20, 30]  # keep_last=2
@@ -99,15 +104,15 @@ def test_checkpoint_directory_latest_and_pruning(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
     # Saving the same step again replaces it.
-    _save(tmp_path, 30)
+    _save(tmp_path, 30, model)
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [20, 30]
 
 
-def test_resume_lookup(tmp_path):
+def test_resume_lookup(tmp_path, tiny_model):
     assert ckpt.resolve_resume("", tmp_path) is None
     assert ckpt.resolve_resume("auto", tmp_path) is None  # nothing yet: a new run
-    _save(tmp_path, 5)
-    _save(tmp_path, 7)
+    _save(tmp_path, 5, tiny_model)
+    _save(tmp_path, 7, tiny_model)
     assert ckpt.resolve_resume("auto", tmp_path) == tmp_path / "ckpt_7"
     assert ckpt.resolve_resume(str(tmp_path / "ckpt_5"), "elsewhere") == tmp_path / "ckpt_5"
     assert ckpt.resolve_resume(str(tmp_path), "elsewhere") == tmp_path / "ckpt_7"  # a run directory
