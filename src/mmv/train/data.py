@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
