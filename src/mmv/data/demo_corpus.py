@@ -217,7 +217,8 @@ def plan_split(split: str, num_videos: int, seed: int, cfg: DemoCorpusConfig,
     rng = np.random.default_rng([seed, split_id, 104729])
     num_classes, num_attributes = len(CLASS_NAMES), len(ATTRIBUTE_NAMES)
     pairs = [(c, a) for c in range(num_classes) for a in range(num_attributes)]
-    order = np.concatenate([rng.permutation(len(pairs)) for _ in range(-(-num_videos // len(pairs)))])[:num_videos]
+    cycles = [rng.permutation(len(pairs)) for _ in range(-(-num_videos // len(pairs)))]
+    order = np.concatenate(cycles)[:num_videos] if cycles else np.zeros(0, dtype=int)
     audio_flags = _exact_flags(rng, num_videos, {"no": cfg.p_no_audio}, "yes")
     text_kinds = _exact_flags(
         rng, num_videos,
