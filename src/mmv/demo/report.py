@@ -113,7 +113,8 @@ def _verdict(value: float, chance: float) -> str:
         return "saturated"
     if value >= 2 * chance and value - chance >= 15:
         return "far above chance"
-    return "above chance" if value > chance else "at or below chance"
+    # NOTE: a few points either side of chance is what an untrained model scores on 200 test clips.
+    return "above chance" if value - chance >= 5 else "near chance"
 
 
 def demo_results(cfg: Any, corpus: dict[str, Any], training: dict[str, Any], evaluation: dict[str, Any],
