@@ -9,7 +9,8 @@ a class-specific sound and a motion/pitch attribute shared by vision and audio o
 with the FAC graph using the real training code, evaluate it on held-out videos with the real evaluation code,
 and write a report.
 
-Default run (about 6-7 minutes on 2 CPU cores; the corpus is reused by later runs with the same --out):
+Default run (about 580 CPU seconds, i.e. 5-6 minutes on 2 idle CPU cores; later runs with the same --out reuse
+the corpus and a finished training run):
   OUT/report.md               results, each metric beside its chance level and the margin
   OUT/results.json            every number (summary, evaluation details, loss curve, timings, settings)
   OUT/loss_curves.png         the loss terms (NCE video-audio, MIL-NCE video-text) during training
@@ -20,7 +21,8 @@ Default run (about 6-7 minutes on 2 CPU cores; the corpus is reused by later run
 --compare trains Shared, Disjoint and FAC (video+audio+text) and the two-modality VT and VA models, each with
 --seeds seeds (default 3: 15 models), and writes OUT/comparison.md and OUT/comparison.json: the paper's Table 1
 in miniature (mean +- std over seeds) and whether its qualitative findings hold here. It takes about 15 times
-as long as the default run (roughly 1.5 hours on 2 CPU cores with the default settings); --steps lowers it.
+as long as the default run (roughly 1.5 hours on 2 idle CPU cores); --steps lowers it.
+On a busy machine, --threads 1 avoids torch threads waiting for each other.
 
 Examples:
   mmv demo                               # the default FAC run into ./mmv_demo
