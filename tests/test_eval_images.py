@@ -94,7 +94,7 @@ def test_image_folder_probe_three_variants(image_folder, tiny_model, tmp_path, s
     for name, (net, frames) in networks.items():
         variant = result["variants"][name]
         assert variant["num_test"] == 6 and variant["skipped"]["train"]["total"] == 1
-        reference = make_pipeline(StandardScaler(), LinearSVC(C=CFG.C, random_state=0))
+        reference = make_pipeline(StandardScaler(), LinearSVC(C=CFG.C, dual=True, random_state=0))
         reference.fit(_reference_features(net, train, frames), train_y)
         expected = 100 * np.mean(reference.predict(_reference_features(net, val, frames)) == val_y)
         assert variant["top1"] == pytest.approx(expected), name
@@ -141,7 +141,7 @@ def test_voc2007_reader_and_map(tmp_path, tiny_model, single_thread):
     test_x = _reference_features(tiny_model, test.paths, CFG.static_frames)
     for k, name in enumerate(VOC_CLASSES):
         keep, keep_test = trainval.targets[:, k] != 0, test.targets[:, k] != 0
-        clf = make_pipeline(StandardScaler(), LinearSVC(C=CFG.C, random_state=0))
+        clf = make_pipeline(StandardScaler(), LinearSVC(C=CFG.C, dual=True, random_state=0))
         clf.fit(train_x[keep], trainval.targets[keep, k] > 0)
         ap = average_precision(clf.decision_function(test_x[keep_test]), test.targets[keep_test, k] > 0, "11point")
         assert variant["per_class_AP"][name] == pytest.approx(100 * ap, abs=1e-6), name

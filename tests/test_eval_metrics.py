@@ -130,7 +130,7 @@ def test_linear_probe_matches_sklearn_pipeline():
     x = rng.normal(size=(120, 16)) + np.repeat(np.eye(3, 16) * 3, 40, axis=0)
     y = np.repeat(np.arange(3), 40)
     ours = LinearProbe(kind="svm", C=0.01).fit(x, y)
-    reference = make_pipeline(StandardScaler(), LinearSVC(C=0.01, random_state=0)).fit(x, y)
+    reference = make_pipeline(StandardScaler(), LinearSVC(C=0.01, dual=True, random_state=0)).fit(x, y)
     np.testing.assert_allclose(ours.decision_function(x), reference.decision_function(x), rtol=1e-6, atol=1e-8)
 
 

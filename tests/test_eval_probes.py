@@ -75,7 +75,7 @@ def test_video_probe_accuracy_matches_sklearn_pipeline_and_cache(datasets, tiny_
     # Augmented passes differ (random windows and crops), the seed makes them reproducible.
     assert not np.allclose(train_x[:4], train_x[4:8])
     ours = fit_and_score(train_x, train_y, test_x, test_y, C=0.01)
-    reference = make_pipeline(StandardScaler(), LinearSVC(C=0.01, random_state=0)).fit(train_x, train_y)
+    reference = make_pipeline(StandardScaler(), LinearSVC(C=0.01, dual=True, random_state=0)).fit(train_x, train_y)
     assert ours["top1"] == pytest.approx(100 * np.mean(reference.predict(test_x) == test_y))
 
     def no_decoding(*args, **kwargs):
