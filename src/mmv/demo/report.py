@@ -144,8 +144,9 @@ def demo_results(cfg: Any, corpus: dict[str, Any], training: dict[str, Any], eva
 def markdown_summary(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| task | metric | value | chance | margin | |", "|---|---|---:|---:|---:|---|"]
     for row in rows:
+        margin = "n/a" if not math.isfinite(row["margin"]) else f"{row['margin']:+.1f}"
         lines.append(f"| {row['what']} | {row['metric']} | {_fmt(row['value'])} | {_fmt(row['chance'])} | "
-                     f"{_fmt(row['margin'])} | {row['verdict']} |")
+                     f"{margin} | {row['verdict']} |")
     return "\n".join(lines)
 
 
