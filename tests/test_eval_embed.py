@@ -68,7 +68,9 @@ def test_embed_videos_windows_index_and_resume(media, tiny_model, tmp_path, sing
     clip = decode_clip(media / "videos" / "clip0.mp4", 0.0, 8, 10, with_audio=False, short_side=32).frames
     with torch.no_grad():
         direct = tiny_model.encode_video(torch.from_numpy(clip[None]).float() / 255, space="vt").numpy()[0]
-    np.testing.assert_allclose(emb[0], direct, rtol=1e-4, atol=1e-5)
+    # Batched and single-clip forwards may take different oneDNN kernels (about 1e-5 of the scale apart); a wrong
+    # window, resize or pixel range would move the embedding by O(1).
+    np.testing.assert_allclose(emb[0], direct, rtol=1e-3, atol=1e-4 * np.abs(direct).max())
     # A second run resumes: nothing new is embedded, the broken file is retried and skipped again.
     again = embed_files(tiny_model, [media / "videos"], out, opts, files_per_part=2, progress=False)
     assert again["already_embedded"] == 3 and again["rows_written"] == 0
