@@ -130,3 +130,24 @@ def test_cli_takes_options_before_and_after_overrides(capsys):
     assert "unrecognized argument '--bogus'" in capsys.readouterr().err
     assert main(["train", "--config", preset, "run.stepz=3"]) == 1
     assert "unknown key run.stepz" in capsys.readouterr().err
+
+
+def test_flip_switch_reaches_the_training_transform(tmp_path) -> None:
+    """``data.flip=false`` must turn the random horizontal flip off in the transform the training data uses."""
+    import numpy as np
+    import torch
+
+    from mmv.data.transforms import VideoTransform
+    from mmv.demo.config import DemoConfig
+    from mmv.train.config import load_config
+
+    cfg = load_config(None, ["data.flip=false", "data.color_jitter=false"])
+    assert cfg.data.flip is False and cfg.data.color_jitter is False
+    demo = DemoConfig().train_config(data_dir=str(tmp_path), vocab="", out_dir=str(tmp_path / "run"))
+    assert demo.data.flip is False  # the demo's attribute pairs left/right motion with a pitch glide
+    clip = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    clip[:, :, :4] = 255  # bright left half
+    transform = VideoTransform(train=True, crop_size=8, min_resize=8, flip=cfg.data.flip, color_jitter=False)
+    for seed in range(20):
+        out = transform(clip, torch.Generator().manual_seed(seed))
+        assert float(out[:, :, :4].mean()) > float(out[:, :, 4:].mean())

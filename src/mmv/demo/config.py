@@ -141,7 +141,7 @@ class DemoConfig:
             overrides["modalities"] = list(variant.modalities)
         data = DataSection(
             datasets=[DatasetSpec(kind="manifest", path=f"{data_dir}/train/manifest.jsonl")],
-            num_frames=self.num_frames, fps=self.fps, crop=self.crop, min_resize=self.crop,
+            num_frames=self.num_frames, fps=self.fps, crop=self.crop, min_resize=self.crop, flip=False,
             sample_rate=self.sample_rate(), num_mel_bins=self.num_mel_bins, stft_window=self.stft_window,
             stft_hop=self.stft_hop, mel_fmin=80.0, mel_fmax=self.sample_rate() / 2 * 0.95,
             num_narrations=self.num_narrations, max_words=self.max_words, vocab=vocab, workers=self.data_workers)

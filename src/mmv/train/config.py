@@ -91,6 +91,9 @@ class DataSection:
         fps: Frame rate at which frames are sampled (10).
         crop: Side of the square random crop (200).
         min_resize: The short side is resized to this before cropping (224; unconfirmed for training).
+        flip: Random horizontal flips (the paper's augmentation). Turn off where left/right carries meaning that
+            another modality shares (the demo corpus: a flip reverses the motion but not the pitch glide).
+        color_jitter: Random brightness/contrast/saturation/hue (fact sheet section 1.3).
         sample_rate: Audio sample rate in Hz (48000).
         num_mel_bins: Mel bins of the log-mel spectrogram (80).
         stft_window: STFT window in samples (2048, 42.7 ms at 48 kHz).
@@ -108,6 +111,8 @@ class DataSection:
     fps: float = 10.0
     crop: int = 200
     min_resize: int = 224
+    flip: bool = True
+    color_jitter: bool = True
     sample_rate: int = 48000
     num_mel_bins: int = 80
     stft_window: int = 2048

@@ -94,7 +94,8 @@ def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any
         return synthetic_dataset(spec, data, seed)
     from mmv.data.transforms import VideoTransform
 
-    transform = VideoTransform(train=True, crop_size=data.crop, min_resize=data.min_resize)
+    transform = VideoTransform(train=True, crop_size=data.crop, min_resize=data.min_resize, flip=data.flip,
+                               color_jitter=data.color_jitter)
     common = dict(num_frames=data.num_frames, fps=data.fps, transform=transform, mel_config=mel_config(data),
                   tokenizer=tokenizer, num_narrations=data.num_narrations, seed=seed)
     if spec.kind == "shards":
