@@ -100,7 +100,8 @@ def _settings(data_dir: Path, cfg: DemoEvalConfig) -> tuple[VideoClipSpec, Audio
     params = corpus["parameters"]["config"]
     fps = cfg.fps or float(params["fps"])
     crop = cfg.crop or int(params["size"])
-    spec = VideoClipSpec(cfg.num_frames, fps, max(cfg.min_resize or crop, crop), crop)
+    # No flips: the demo's attribute pairs left/right motion with a pitch glide that a flip would not reverse.
+    spec = VideoClipSpec(cfg.num_frames, fps, max(cfg.min_resize or crop, crop), crop, flip=False)
     audio = AudioClipSpec(cfg.audio_seconds or spec.seconds, cfg.sample_rate or int(params["sample_rate"]))
     return spec, audio, corpus
 

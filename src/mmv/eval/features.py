@@ -43,6 +43,7 @@ class VideoClipSpec:
     fps: float = 12.5
     min_resize: int = 224
     crop_size: int = 224
+    flip: bool = True  # random horizontal flips in augmented (training-feature) passes
 
     def __post_init__(self) -> None:
         if self.crop_size > self.min_resize:
@@ -146,15 +147,15 @@ def item_list(items: Iterable[MediaItem | str | Path]) -> list[MediaItem]:
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
-def _crop_video(frames: np.ndarray, crop: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Centre crop (``generator`` None) or random crop plus random horizontal flip (training augmentation), uint8."""
+def _crop_video(frames: np.ndarray, crop: int, generator: torch.Generator | None, flip: bool = True) -> torch.Tensor:
+    """Centre crop (``generator`` None) or random crop plus (if ``flip``) random horizontal flip (augmentation), uint8."""
     from mmv.data.transforms import center_crop, horizontal_flip, random_crop
 
     video = torch.from_numpy(frames)
     if generator is None:
         return center_crop(video, crop).contiguous()
     video = random_crop(video, crop, generator)
-    if torch.rand((), generator=generator).item() < 0.5:
+    if flip and torch.rand((), generator=generator).item() < 0.5:
         video = horizontal_flip(video)
     return video.contiguous()
 
@@ -189,7 +190,7 @@ class _VideoWindows(Dataset):
             for offset in starts:
                 clip = decode_clip(item.path, span_start + offset, self.spec.num_frames, self.spec.fps,
                                    with_audio=False, short_side=self.spec.min_resize)
-                clips.append(_crop_video(clip.frames, self.spec.crop_size, generator).numpy())
+                clips.append(_crop_video(clip.frames, self.spec.crop_size, generator, self.spec.flip).numpy())
                 windows.append((clip.start, clip.end))
             return index, np.stack(clips), windows, None
         except MediaError as err:
