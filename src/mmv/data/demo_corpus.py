@@ -51,7 +51,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 
 CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -60,6 +60,8 @@ ATTRIBUTE_NAMES = ("right", "left", "up", "down")
 GLIDE_NAMES = ("rising", "falling", "rise-fall", "fall-rise")
 # Unit motion vectors in image coordinates (x to the right, y downwards).
 _DIRECTIONS = {0: (1.0, 0.0), 1: (-1.0, 0.0), 2: (0.0, -1.0), 3: (0.0, 1.0)}
+# Pixels kept free between the digit's ink and the frame edges.
+_EDGE_MARGIN = 1.0
 
 # DTMF-like keypad: digit -> (row, column). Rows pick the low tone, columns the high tone. The groups are spread
 # wider than real DTMF (ratios 4/3 and sqrt 2) so that neighbours stay apart on a 16 kHz mel scale even while
@@ -102,6 +104,7 @@ class DemoCorpusConfig:
         speed: range of the digit's speed, pixels per second.
         num_distractors: range of the number of distractor shapes.
         pixel_noise: standard deviation of per-pixel, per-frame Gaussian noise (intensity in [0, 1]).
+        p_dark_scene: fraction of videos with a light digit on a dark background (the others: dark on light).
         glide: relative depth of the pitch glide (each tone moves within f * (1 +- glide)).
         beep_duration: range of the beep length, seconds.
         beep_gap: range of the silence between beeps, seconds.
@@ -118,14 +121,15 @@ class DemoCorpusConfig:
 
     size: int = 64
     fps: int = 10
-    duration: float = 4.0
+    duration: float = 3.0
     sample_rate: int = 16000
-    digit_size: tuple[int, int] = (24, 32)
+    digit_size: tuple[int, int] = (32, 40)
     digit_max_tilt: float = 12.0
-    speed: tuple[float, float] = (10.0, 18.0)
-    num_distractors: tuple[int, int] = (2, 5)
+    speed: tuple[float, float] = (6.0, 10.0)
+    num_distractors: tuple[int, int] = (1, 3)
     pixel_noise: float = 0.04
-    glide: float = 0.08
+    p_dark_scene: float = 1.0
+    glide: float = 0.12
     beep_duration: tuple[float, float] = (0.25, 0.4)
     beep_gap: tuple[float, float] = (0.08, 0.2)
     snr_db: tuple[float, float] = (0.0, 12.0)
@@ -322,23 +326,49 @@ def _moving_alpha(alpha: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.clip(moved, 0, 1).astype(np.float32)
 
 
+def digit_path(alpha: np.ndarray, attribute: int, cfg: DemoCorpusConfig,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Start offset and velocity (pixels, pixels per second; (x, y)) of the digit drawn by ``alpha``.
+
+    The digit moves at constant velocity in the attribute's direction and its ink stays whole inside the frame for
+    the whole video: the start is drawn among the positions from which it does not reach an edge, and a speed
+    drawn too fast for the room left by this glyph is lowered to the fastest that fits.
+    """
+    size = cfg.size
+    rows, cols = np.nonzero(alpha > 0.02)
+    low, extent = np.zeros(2), np.zeros(2)  # ink bounding box, (x, y); empty for a blank glyph
+    if rows.size:
+        low = np.array([cols.min(), rows.min()], dtype=np.float64)
+        extent = np.array([cols.max(), rows.max()], dtype=np.float64) - low + 1
+    room = np.maximum(size - 2 * _EDGE_MARGIN - extent, 0.0)  # free travel per axis
+    seconds = (cfg.num_frames - 1) / cfg.fps
+    direction = np.array(_DIRECTIONS[attribute])
+    axis = 0 if direction[0] else 1
+    speed = min(rng.uniform(*cfg.speed), room[axis] / max(seconds, 1e-9))
+    travel = speed * seconds
+    start = _EDGE_MARGIN + rng.uniform(0, 1, size=2) * room  # ink top-left, (x, y)
+    start[axis] = _EDGE_MARGIN + rng.uniform(0, 1) * (room[axis] - travel)
+    if direction[axis] < 0:
+        start[axis] += travel
+    return start - low, speed * direction
+
+
 def render_frames(spec: VideoSpec, digit_image: np.ndarray, cfg: DemoCorpusConfig,
                   rng: np.random.Generator) -> np.ndarray:
     """Render the video of ``spec``: uint8 [T, H, W, 3].
 
-    The digit moves at constant velocity in the attribute's direction and wraps around the frame edges, so its
-    direction is visible in any window of a few frames.
+    The digit moves at constant velocity in the attribute's direction and stays whole inside the frame (see
+    :func:`digit_path`), so both its shape and its direction are visible in any window of a few frames.
     """
     size, num_frames = cfg.size, cfg.num_frames
     seconds = np.arange(num_frames) / cfg.fps
-    dark_scene = bool(rng.random() < 0.5)
+    dark_scene = bool(rng.random() < cfg.p_dark_scene)
     background = render_background(rng, size, dark_scene)
     alpha = render_digit_alpha(digit_image, rng, cfg)
     # A light digit on a dark background or the reverse, with a random hue: contrast without a colour code.
     hue = rng.random(3).astype(np.float32)
     colour = 0.8 + 0.2 * hue if dark_scene else 0.2 * hue
-    start = rng.uniform(0, size, size=2)
-    velocity = rng.uniform(*cfg.speed) * np.array(_DIRECTIONS[spec.attribute])
+    start, velocity = digit_path(alpha, spec.attribute, cfg, rng)
     distractors = _make_distractors(rng, cfg)
     frames = np.repeat(background[None], num_frames, axis=0)  # [T, H, W, 3] float32
     for distractor in (d for d in distractors if not d["on_top"]):
@@ -482,7 +512,7 @@ def make_narrations(spec: VideoSpec, cfg: DemoCorpusConfig,
 
 
 def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: int, sample_rate: int,
-               crf: int = 20) -> None:
+               crf: int = 20, keyframe_interval: int | None = None) -> None:
     """Write an H.264 (+ AAC) MP4 atomically and deterministically.
 
     Args:
@@ -492,6 +522,9 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: in
         fps: frame rate.
         sample_rate: audio sample rate.
         crf: x264 quality.
+        keyframe_interval: frames between keyframes (default: ``fps``, one a second). A clip is decoded from the
+            keyframe before it, so short intervals make random clips cheap to read; x264's own default (250)
+            would decode every clip from the start of the file.
     """
     import av
 
@@ -502,6 +535,7 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: in
         video.pix_fmt = "yuv420p"
         # NOTE: x264's output depends on its thread count; one thread makes the bytes reproducible.
         video.codec_context.thread_count = 1
+        video.codec_context.gop_size = keyframe_interval or fps
         video.options = {"crf": str(crf), "preset": "veryfast"}
         audio_stream = None
         if audio is not None:

@@ -80,11 +80,11 @@ class DemoConfig:
     num_test: int = 200
     corpus_seed: int = 0
     corpus: dict[str, Any] = field(default_factory=dict)
-    model: str = "mmv_tiny_s3dg"
+    model: str = "mmv_tiny_s3dg_x2"
     num_frames: int = 8
     fps: float = 10.0
     crop: int = 48
-    num_mel_bins: int = 40
+    num_mel_bins: int = 64
     stft_window: int = 512
     stft_hop: int = 256
     num_narrations: int = 2
@@ -105,9 +105,10 @@ class DemoConfig:
     @classmethod
     def quick(cls) -> "DemoConfig":
         """A run of seconds (tests, smoke checks): a tiny corpus and a few steps; its numbers mean nothing."""
-        return cls(num_train=24, num_test=12, corpus={"duration": 2.0, "size": 32}, num_frames=8, crop=24, steps=4,
-                   batch_size=8, warmup_steps=2, train_passes=1, test_windows=1, deflation_epochs=1,
-                   eval_batch_size=16, data_workers=0)
+        corpus = {"duration": 2.0, "size": 32, "digit_size": [16, 20], "speed": [2.0, 4.0]}
+        return cls(num_train=24, num_test=12, corpus=corpus, num_frames=8, crop=24, steps=4, batch_size=8,
+                   warmup_steps=2, train_passes=1, test_windows=1, deflation_epochs=1, eval_batch_size=16,
+                   data_workers=0)
 
     def replace(self, **changes: Any) -> "DemoConfig":
         return dataclasses.replace(self, **changes)
@@ -142,6 +143,7 @@ class DemoConfig:
         data = DataSection(
             datasets=[DatasetSpec(kind="manifest", path=f"{data_dir}/train/manifest.jsonl")],
             num_frames=self.num_frames, fps=self.fps, crop=self.crop, min_resize=self.crop, flip=False,
+            color_jitter=False,
             sample_rate=self.sample_rate(), num_mel_bins=self.num_mel_bins, stft_window=self.stft_window,
             stft_hop=self.stft_hop, mel_fmin=80.0, mel_fmax=self.sample_rate() / 2 * 0.95,
             num_narrations=self.num_narrations, max_words=self.max_words, vocab=vocab, workers=self.data_workers)
