@@ -2,9 +2,13 @@
 
 For each backbone, clips/s at batch 1 (default 32x224x224, the released models' input) for:
 
-* ``baseline``: ``model.eval()`` + ``torch.no_grad()``, channels-first;
+* ``baseline``: ``model.eval()`` + ``torch.no_grad()`` on the model as ``mmv`` builds it (channels-last weights,
+  BN folded into the convolutions, in-place shift/ReLU/gating at inference);
 * ``inference_mode``: ``torch.inference_mode()`` instead of ``no_grad``;
-* ``channels_last``: weights in channels_last(_3d) memory format, plus inference_mode;
+* ``channels_first``: the same model with its weights made contiguous (channels-first), plus inference_mode: what
+  the channels-last default gains;
+* ``no_hugepages``: inference_mode in a fresh process with ``THP_MEM_ALLOC_ENABLE=0``, i.e. without the
+  transparent huge pages that importing ``mmv`` turns on for large CPU tensors: what that default gains;
 * ``compile``: ``torch.compile(model)`` plus inference_mode (first call not timed).
 
 Each option's output is checked against the baseline (max abs error / max |baseline|), and the ratio to the
@@ -20,16 +24,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
+import mmv  # before torch: mmv turns on huge pages for large CPU tensors, which torch reads at import
 import torch
-
-import mmv
 
 JAX_SECONDS_PER_CLIP = {"mmv_fac_s3dg": 0.83, "mmv_fac_tsm_resnet50": 2.05, "mmv_fac_tsm_resnet50x2": 7.6}
 RELEASED = {"s3dg": "mmv_fac_s3dg", "tsm50": "mmv_fac_tsm_resnet50", "tsm50x2": "mmv_fac_tsm_resnet50x2"}
 TINY = {"tiny_s3dg": "mmv_tiny_s3dg", "tiny_tsm": "mmv_tiny_tsm"}
-OPTIONS = ("baseline", "inference_mode", "channels_last", "compile")
+OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "compile")
 
 
 def _time(fn, x: torch.Tensor, repeats: int, warmup: int, sync) -> float:
@@ -45,6 +52,20 @@ def _time(fn, x: torch.Tensor, repeats: int, warmup: int, sync) -> float:
     return best
 
 
+def _time_in_fresh_process(name: str, args: argparse.Namespace, env: dict[str, str]) -> float:
+    """Seconds per batch of the inference_mode option, measured by this script in a new process with ``env``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        command = [sys.executable, __file__, "--models", name, "--options", "inference_mode", "--frames",
+                   str(args.frames), "--size", str(args.size), "--batch", str(args.batch), "--repeats",
+                   str(args.repeats), "--device", args.device, "--json", out, "--quiet"]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        subprocess.run(command, check=True, env={**os.environ, **env})
+        with open(out) as f:
+            return json.load(f)[0]["seconds_per_batch"]
+
+
 def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
     backbone = mmv.create_model(arch).video_backbone.to(device).eval()
     x = torch.rand(args.batch, args.frames, args.size, args.size, 3, device=device)
@@ -54,29 +75,37 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
         reference = backbone(x)
     base_time = None
     for option in args.options:
-        model = backbone
+        model, out = backbone, None
         ctx = torch.no_grad if option == "baseline" else torch.inference_mode
-        if option == "channels_last":
-            fmt = torch.channels_last_3d if arch.endswith("s3dg") else torch.channels_last
-            model = backbone.to(memory_format=fmt)
+        if option == "channels_first":
+            model = backbone.to(memory_format=torch.contiguous_format)
         elif option == "compile":
             model = torch.compile(backbone)
-        with ctx():
-            try:
-                seconds = _time(model, x, args.repeats, 1 if option != "compile" else 2, sync)
-                out = model(x)
-            except Exception as err:  # e.g. no C compiler for torch.compile
-                rows.append({"backbone": name, "option": option, "error": f"{type(err).__name__}: {err}"[:200]})
-                continue
-        err = float((out.float() - reference.float()).abs().max() / reference.abs().max())
+        try:
+            if option == "no_hugepages":
+                if device.type != "cpu":
+                    continue
+                seconds = _time_in_fresh_process(name, args, {"THP_MEM_ALLOC_ENABLE": "0"})
+            else:
+                with ctx():
+                    seconds = _time(model, x, args.repeats, 1 if option != "compile" else 2, sync)
+                    out = model(x)
+        except Exception as err:  # e.g. no C compiler for torch.compile
+            rows.append({"backbone": name, "option": option, "error": f"{type(err).__name__}: {err}"[:200]})
+            continue
+        finally:
+            fmt = torch.channels_last_3d if arch.endswith("s3dg") else torch.channels_last
+            backbone = backbone.to(memory_format=fmt)  # back to the default layout
+        err = float((out.float() - reference.float()).abs().max() / reference.abs().max()) if out is not None \
+            else float("nan")
         base_time = base_time or seconds
         rows.append({
             "backbone": name, "option": option, "seconds_per_batch": seconds,
             "clips_per_s": args.batch / seconds, "speedup_vs_baseline": base_time / seconds, "rel_error": err,
             "jax_seconds_per_clip": JAX_SECONDS_PER_CLIP.get(arch) if args.size == 224 and args.frames == 32 else None,
         })
-        backbone = backbone.to(memory_format=torch.contiguous_format)
-        print(_format_row(rows[-1]), flush=True)
+        if not args.quiet:
+            print(_format_row(rows[-1]), flush=True)
     return rows
 
 
@@ -101,6 +130,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # used by the no_hugepages subprocess
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,8 +139,9 @@ def main() -> None:
     args.size = args.size or (64 if args.tiny else 224)
     names = args.models or list(table)
     device = torch.device(args.device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"input {args.batch}x{args.frames}x{args.size}x{args.size}x3")
+    if not args.quiet:
+        print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, huge pages "
+              f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, input {args.batch}x{args.frames}x{args.size}x{args.size}x3")
     rows = []
     for name in names:
         rows += bench_backbone(name, {**RELEASED, **TINY}[name], args, device)

@@ -12,7 +12,7 @@ import mmv
 from mmv.convert.haiku import ConversionError, haiku_to_state_dict, leaf_table
 from mmv.models.heads import EmbeddingHead, HeadConfig, parse_head_mode
 from mmv.models.layers import Conv2dSame, Conv3dSame, MaxPoolSame, same_padding
-from mmv.models.tsm_resnet import temporal_shift
+from mmv.models.tsm_resnet import shift_in_place_layout, swap_shifted_channels, temporal_shift
 
 torch.set_num_threads(2)
 ALL_KEYS = {"vid_repr", "aud_repr", "txt_repr", "vid_embd_toaud", "vid_embd_totxt", "aud_embd_tovid",
@@ -54,6 +54,50 @@ def test_conv_same_equals_explicit_tf_formula() -> None:
         assert conv(x).shape[-2:] == (math.ceil(size / s), math.ceil((size + 1) / s))
 
 
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last_3d])
+def test_max_pool_same_equals_brute_force_windows(memory_format, requires_grad) -> None:
+    """Every size/kernel/stride mix against windows cut out of the -inf-padded input by the TF formula (both the
+    in-place inference path and the autograd path)."""
+    torch.manual_seed(0)
+    for size in (5, 6, 7, 8):
+        for kernel, stride in [((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)), ((1, 3, 3), (1, 2, 2)),
+                               ((2, 2, 2), (2, 2, 2)), ((2, 3, 1), (1, 2, 1)), ((3, 1, 3), (2, 1, 1))]:
+            x = torch.randn(2, 3, size, size + 1, size + 2).contiguous(memory_format=memory_format)
+            x.requires_grad_(requires_grad)
+            pads = []
+            for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):
+                total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+                pads += [total // 2, total - total // 2]
+            windows = F.pad(x, pads, value=float("-inf"))
+            for dim, (k, s) in enumerate(zip(kernel, stride)):
+                windows = windows.unfold(2 + dim, k, s)
+            expected = windows.amax(dim=(-3, -2, -1))
+            pooled = MaxPoolSame(kernel, stride)(x)
+            torch.testing.assert_close(pooled, expected, rtol=0, atol=0,
+                                       msg=f"size {size}, kernel {kernel}, stride {stride}")
+            if requires_grad:  # the gradient reaches exactly the winning cells (random inputs: no ties)
+                (grad,) = torch.autograd.grad(pooled.sum(), x)
+                (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+                torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last_3d])
+def test_conv3d_same_equals_explicit_tf_formula(memory_format) -> None:
+    """Separable kernels run as 2D convolutions of views on CPU: same result as a padded 'valid' conv3d."""
+    torch.manual_seed(0)
+    for kernel, stride in [((1, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)), ((3, 1, 1), (1, 1, 1)),
+                           ((3, 1, 1), (2, 1, 1)), ((1, 1, 1), (1, 1, 1)), ((2, 4, 4), (1, 1, 1)), ((3, 3, 3), (2, 2, 2))]:
+        conv = Conv3dSame(4, 6, kernel, stride, bias=True)
+        x = torch.randn(2, 4, 5, 9, 8).contiguous(memory_format=memory_format)
+        pads = []
+        for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        expected = F.conv3d(F.pad(x, pads), conv.weight, conv.bias, stride=stride)
+        torch.testing.assert_close(conv(x), expected, msg=f"kernel {kernel}, stride {stride}")
+
+
 def test_max_pool_same_never_picks_padding() -> None:
     x = -torch.rand(1, 1, 5, 6, 6) - 1.0  # all negative: a zero pad would win
     y = MaxPoolSame((3, 3, 3), (2, 2, 2))(x)
@@ -81,6 +125,62 @@ def test_temporal_shift_official_layout() -> None:
                 else:
                     ref = xr[bi, ti, ci]
                 torch.testing.assert_close(y[bi, ti, ci], ref)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_in_place_shift_with_swapped_weights_equals_the_official_shift(memory_format) -> None:
+    """The fast shift keeps channels in place; a 1x1 conv with swapped weight columns then sees the official shift."""
+    b, t, c, n = 2, 5, 16, 2
+    x = torch.randn(b * t, c, 3, 4).contiguous(memory_format=memory_format)
+    weight = torch.randn(8, c, 1, 1)
+    expected = F.conv2d(temporal_shift(x, t, n / c), weight)
+    shifted = shift_in_place_layout(x, t, n)
+    torch.testing.assert_close(F.conv2d(shifted, swap_shifted_channels(weight, n)), expected)
+    assert shifted.is_contiguous(memory_format=memory_format)
+    original = x.clone()
+    result = shift_in_place_layout(x, t, n, inplace=True)
+    assert result.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(x, shifted)
+    assert not torch.equal(x, original)
+
+
+def test_tsm_inference_path_equals_the_autograd_path() -> None:
+    """In-place shift and ReLUs at inference; the autograd path (out of place) gives the same output and gradients
+    that reach the input through every block."""
+    model = mmv.create_model("mmv_tiny_tsm").video_backbone.eval()
+    video, _, _ = tiny_inputs(frames=6)
+    with torch.inference_mode():
+        fast = model(video)
+    video = video.clone().requires_grad_(True)
+    slow = model(video)
+    torch.testing.assert_close(slow.detach(), fast, rtol=1e-5, atol=1e-6)
+    slow.sum().backward()
+    assert video.grad is not None and video.grad.abs().sum() > 0
+    model.train()
+    model(video).square().sum().backward()  # batch statistics, out-of-place shift: autograd must not complain
+
+
+def test_s3dg_fused_pointwise_branches_equal_the_separate_units() -> None:
+    """At inference the three 1x1x1 units of an Inception block run as one stacked convolution."""
+    torch.manual_seed(0)
+    model = mmv.create_model("mmv_tiny_s3dg").video_backbone
+    for module in model.modules():  # non-trivial running statistics, so that folding matters
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    block = model.blocks["Mixed_3b"]
+    x = torch.rand(2, model.blocks["Mixed_3b"].branch_0.convs[0].conv.in_channels, 4, 8, 8)
+    with torch.no_grad():
+        reference = torch.cat([block.branch_0(x), block.branch_1b(block.branch_1a(x)),
+                               block.branch_2b(block.branch_2a(x)), block.branch_3(block.branch_3_pool(x))], dim=1)
+        torch.testing.assert_close(block(x), reference, rtol=1e-5, atol=1e-6)
+    model.train()
+    x.requires_grad_(True)
+    block(x).square().sum().backward()  # in training the gating is out of place: autograd must not complain
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
 def test_tsm_time_reversal_changes_output() -> None:
@@ -228,7 +328,9 @@ def test_encode_spaces() -> None:
 
 def test_registry_and_config_errors() -> None:
     assert {"mmv_fac_s3dg", "mmv_fac_tsm_resnet50", "mmv_fac_tsm_resnet50x2"} <= set(mmv.list_models())
-    assert mmv.list_models("mmv_tiny*") == ["mmv_tiny_s3dg", "mmv_tiny_tsm"]
+    tiny = mmv.list_models("mmv_tiny*")
+    assert {"mmv_tiny_s3dg", "mmv_tiny_tsm"} <= set(tiny) and all(name.startswith("mmv_tiny") for name in tiny)
+    assert tiny == sorted(tiny)
     with pytest.raises(ValueError, match="unknown model"):
         mmv.create_model("nope")
     with pytest.raises(ValueError, match="graph"):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._registry import register_backbone
-from .layers import Conv3dSame, MaxPoolSame, batch_norm, conv_bn
+from .layers import Conv3dSame, MaxPoolSame, batch_norm, conv_bn, folded_conv_bn, uses_batch_statistics
 
 # Output channels of the six convolutions of each Inception block:
 # (branch0 1x1, branch1 1x1, branch1 3x3, branch2 1x1, branch2 3x3, branch3 1x1 after the max pool).
@@ -52,10 +52,10 @@ class SelfGating(nn.Module):
         super().__init__()
         self.fc = nn.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C, T, H, W]
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # x: [B, C, T, H, W]
         context = x.mean(dim=(2, 3, 4))  # [B, C]
-        gate = torch.sigmoid(self.fc(context))
-        return x * gate[:, :, None, None, None]
+        gate = torch.sigmoid(self.fc(context))[:, :, None, None, None]
+        return x.mul_(gate) if inplace else x * gate
 
 
 class SUnit3D(nn.Module):
@@ -87,10 +87,14 @@ class SUnit3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, bn in zip(self.convs, self.bns):
-            x = torch.relu(conv_bn(conv, bn, x))
-        if self.gating is not None:
-            x = self.gating(x)
-        return x
+            x = torch.relu_(conv_bn(conv, bn, x))
+        return self.gate(x)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The self-gating of this unit, if any; in place on ``x`` (this unit's own output) unless autograd needs it."""
+        if self.gating is None:
+            return x
+        return self.gating(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
 
 
 class InceptionBlock3D(nn.Module):
@@ -110,15 +114,31 @@ class InceptionBlock3D(nn.Module):
         self.out_channels = c0 + c1b + c2b + c3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch_0, branch_1a, branch_2a = self.pointwise_branches(x)
         return torch.cat(
             [
-                self.branch_0(x),
-                self.branch_1b(self.branch_1a(x)),
-                self.branch_2b(self.branch_2a(x)),
+                self.branch_0.gate(branch_0),
+                self.branch_1b(branch_1a),
+                self.branch_2b(branch_2a),
                 self.branch_3(self.branch_3_pool(x)),
             ],
             dim=1,
         )
+
+    def pointwise_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The three 1x1x1 conv+BN+ReLU that read the block input (gating of branch 0 not applied yet).
+
+        At inference they run as one convolution with the three BN-folded weights stacked: the input is read once
+        and one larger matrix product replaces three small ones.
+        """
+        units = (self.branch_0, self.branch_1a, self.branch_2a)
+        if any(uses_batch_statistics(unit.bns[0]) for unit in units):
+            return tuple(torch.relu_(conv_bn(unit.convs[0], unit.bns[0], x)) for unit in units)
+        folded = [folded_conv_bn(unit.convs[0], unit.bns[0]) for unit in units]
+        weight = torch.cat([w for w, _ in folded])
+        bias = torch.cat([b for _, b in folded])
+        out = torch.relu_(self.branch_0.convs[0].conv_with(x, weight, bias))
+        return out.split([w.shape[0] for w, _ in folded], dim=1)
 
 
 def space_to_depth(video: torch.Tensor) -> torch.Tensor:
@@ -159,6 +179,10 @@ class S3DG(nn.Module):
             in_channels = block.out_channels
         self.blocks = nn.ModuleDict(blocks)
         self.num_features = in_channels
+        # NOTE: channels_last_3d weights: the folded clip is already laid out channels-last, so oneDNN's
+        # convolutions skip a layout reorder per call and the max pools take their fast channels-last kernel
+        # (benchmarks/bench_models.py).
+        self.to(memory_format=torch.channels_last_3d)
 
     def fold_input(self, video: torch.Tensor) -> torch.Tensor:
         """[B, T, H, W, 3] in [0, 1] → the channels-first tensor the stem takes ([B, 24, T/2, H/2, W/2] with s2d)."""

@@ -47,6 +47,44 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fraction: float = 0.125) ->
     return shifted.reshape(bt, c, h, w)
 
 
+def shift_in_place_layout(x: torch.Tensor, num_frames: int, n: int, inplace: bool = False) -> torch.Tensor:
+    """The temporal shift with every channel kept at its index: ``[B*T, C, H, W]`` (batch-major frames).
+
+    Output channels [0:n] at frame t are input channels [0:n] of frame t-1, channels [C-n:C] are those of frame
+    t+1, the rest are unchanged; zeros where t-1 or t+1 falls outside the clip. This is :func:`temporal_shift`
+    with its first and last n output channels swapped, so a 1x1 convolution after it computes the same thing as
+    after :func:`temporal_shift` once the first and last n input channels of its weight are swapped too
+    (:func:`swap_shifted_channels`). Keeping channels in place lets the shift move only the 2n shifted channels,
+    and, with ``inplace``, write them into ``x`` itself (inference only: autograd may need ``x`` unchanged).
+    Works in either memory format and keeps it.
+    """
+    bt, c, h, w = x.shape
+    clips = x.view(bt // num_frames, num_frames, c, h, w)
+    if inplace:
+        # The source and destination frames overlap, so copy one frame at a time, each before it is overwritten.
+        for t in range(num_frames - 1, 0, -1):
+            clips[:, t, :n] = clips[:, t - 1, :n]
+        clips[:, 0, :n] = 0
+        for t in range(num_frames - 1):
+            clips[:, t, c - n:] = clips[:, t + 1, c - n:]
+        clips[:, -1, c - n:] = 0
+        return x
+    out = torch.empty_like(x)
+    shifted = out.view(bt // num_frames, num_frames, c, h, w)
+    shifted[:, 1:, :n] = clips[:, :-1, :n]
+    shifted[:, :1, :n] = 0
+    shifted[:, :, n:c - n] = clips[:, :, n:c - n]
+    shifted[:, :-1, c - n:] = clips[:, 1:, c - n:]
+    shifted[:, -1:, c - n:] = 0
+    return out
+
+
+def swap_shifted_channels(weight: torch.Tensor, n: int) -> torch.Tensor:
+    """``weight`` [O, C, ...] with input channels [0:n] and [C-n:C] swapped (see :func:`shift_in_place_layout`)."""
+    c = weight.shape[1]
+    return torch.cat([weight[:, c - n:], weight[:, n:c - n], weight[:, :n]], dim=1)
+
+
 class TSMBottleneckBlock(nn.Module):
     """BN → ReLU → (shortcut conv) → shift → conv1x1 → BN → ReLU → conv3x3(stride) → BN → ReLU → conv1x1, + shortcut."""
 
@@ -63,15 +101,20 @@ class TSMBottleneckBlock(nn.Module):
         self.conv_2 = Conv2dSame(mid, out_channels, 1, 1)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        preact = torch.relu(self.bn_0(x))
+        preact = torch.relu_(self.bn_0(x))
         # The projection shortcut reads the pre-activation *before* the shift (official layout).
         shortcut = self.shortcut_conv(preact) if self.shortcut_conv is not None else x
-        if self.shift_fraction:
-            preact = temporal_shift(preact, num_frames, self.shift_fraction)
-        residual = torch.relu(conv_bn(self.conv_0, self.bn_1, preact))
-        residual = torch.relu(conv_bn(self.conv_1, self.bn_2, residual))
-        residual = self.conv_2(residual)
-        return shortcut + residual
+        n = int(preact.shape[1] * self.shift_fraction)
+        weight_0 = None
+        if n:
+            # The official layout (temporal_shift) moves every channel; this shift keeps channels in place and
+            # swaps the matching weight columns instead: the same result with a quarter of the copying.
+            inplace = not (torch.is_grad_enabled() and preact.requires_grad)
+            preact = shift_in_place_layout(preact, num_frames, n, inplace=inplace)
+            weight_0 = swap_shifted_channels(self.conv_0.conv.weight, n)
+        residual = torch.relu_(conv_bn(self.conv_0, self.bn_1, preact, weight_0))
+        residual = torch.relu_(conv_bn(self.conv_1, self.bn_2, residual))
+        return self.conv_2(residual).add_(shortcut)
 
 
 class TSMResNetV2(nn.Module):
@@ -114,7 +157,7 @@ class TSMResNetV2(nn.Module):
         for unit in self.units:
             for block in unit:
                 x = block(x, t)
-        return torch.relu(self.final_bn(x))
+        return torch.relu_(self.final_bn(x))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[:2]
