@@ -198,9 +198,9 @@ def _max_pool_axis(x: torch.Tensor, dim: int, kernel: int, stride: int) -> torch
         for window in windows[1:]:
             result = torch.maximum(result, window)
         return result
-    # Offset j = before reads input i*stride, inside the input for every output i: it starts the maximum.
-    result = x.narrow(dim, 0, (out_len - 1) * stride + 1)[_every(dim, x.ndim, stride)]
-    result = result.clone(memory_format=torch.preserve_format)
+    # Offset j = before reads input i*stride, inside the input for every output i: the maximum starts from it.
+    base = x.narrow(dim, 0, (out_len - 1) * stride + 1)[_every(dim, x.ndim, stride)]
+    result = None
     for j in range(kernel):
         if j == before:
             continue
@@ -211,9 +211,19 @@ def _max_pool_axis(x: torch.Tensor, dim: int, kernel: int, stride: int) -> torch
             continue
         count = last - first + 1
         window = x.narrow(dim, first * stride + shift, (count - 1) * stride + 1)[_every(dim, x.ndim, stride)]
-        target = result.narrow(dim, first, count)
-        torch.maximum(target, window, out=target)
-    return result
+        if result is None:
+            # The first maximum writes the result directly (no copy of the base first); outputs this offset
+            # does not reach take the base as it is.
+            result = torch.empty_like(base, memory_format=torch.preserve_format)
+            torch.maximum(base.narrow(dim, first, count), window, out=result.narrow(dim, first, count))
+            if first > 0:
+                result.narrow(dim, 0, first).copy_(base.narrow(dim, 0, first))
+            if last < out_len - 1:
+                result.narrow(dim, last + 1, out_len - 1 - last).copy_(base.narrow(dim, last + 1, out_len - 1 - last))
+        else:
+            target = result.narrow(dim, first, count)
+            torch.maximum(target, window, out=target)
+    return base.clone(memory_format=torch.preserve_format) if result is None else result
 
 
 def _every(dim: int, ndim: int, stride: int) -> tuple[slice, ...]:

@@ -52,10 +52,12 @@ class SelfGating(nn.Module):
         super().__init__()
         self.fc = nn.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # x: [B, C, T, H, W]
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:  # x: [B, C, T, H, W]
+        """The gated ``x``, written into ``out`` if given (``out`` may be ``x`` itself, or a slice of a larger
+        tensor)."""
         context = x.mean(dim=(2, 3, 4))  # [B, C]
         gate = torch.sigmoid(self.fc(context))[:, :, None, None, None]
-        return x.mul_(gate) if inplace else x * gate
+        return x * gate if out is None else torch.mul(x, gate, out=out)
 
 
 class SUnit3D(nn.Module):
@@ -84,17 +86,24 @@ class SUnit3D(nn.Module):
             self.convs = nn.ModuleList([Conv3dSame(in_channels, out_channels, kernel, stride)])
         self.bns = nn.ModuleList([batch_norm(out_channels, 3) for _ in self.convs])
         self.gating = SelfGating(out_channels) if gating else None
+        self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The unit's output, written into ``out`` if given (inference only: e.g. a slice of the block output)."""
         for conv, bn in zip(self.convs, self.bns):
             x = torch.relu_(conv_bn(conv, bn, x))
-        return self.gate(x)
+        return self.gate(x, out)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The self-gating of this unit, if any; in place on ``x`` (this unit's own output) unless autograd needs it."""
-        if self.gating is None:
-            return x
-        return self.gating(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
+    def gate(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The self-gating of this unit on ``x`` (this unit's own ReLU output), if any, written into ``out`` if given.
+
+        Without ``out``, the gating runs in place on ``x`` unless autograd needs ``x`` unchanged.
+        """
+        if out is None and not (torch.is_grad_enabled() and x.requires_grad):
+            out = x
+        if self.gating is not None:
+            return self.gating(x, out=out)
+        return x if out is None or out is x else out.copy_(x)
 
 
 class InceptionBlock3D(nn.Module):
@@ -115,15 +124,21 @@ class InceptionBlock3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch_0, branch_1a, branch_2a = self.pointwise_branches(x)
-        return torch.cat(
-            [
-                self.branch_0.gate(branch_0),
-                self.branch_1b(branch_1a),
-                self.branch_2b(branch_2a),
-                self.branch_3(self.branch_3_pool(x)),
-            ],
-            dim=1,
-        )
+        if torch.is_grad_enabled() and x.requires_grad:
+            return torch.cat([self.branch_0.gate(branch_0), self.branch_1b(branch_1a), self.branch_2b(branch_2a),
+                              self.branch_3(self.branch_3_pool(x))], dim=1)
+        # Inference: each branch writes its last element-wise op (gating) straight into its channels of the
+        # output, which saves the concatenation's pass over the block output.
+        b, _, t, h, w = branch_0.shape
+        out = torch.empty((b, self.out_channels, t, h, w), dtype=branch_0.dtype, device=branch_0.device,
+                          memory_format=torch.channels_last_3d)
+        parts = out.split([self.branch_0.out_channels, self.branch_1b.out_channels, self.branch_2b.out_channels,
+                           self.branch_3.out_channels], dim=1)
+        self.branch_0.gate(branch_0, out=parts[0])
+        self.branch_1b(branch_1a, out=parts[1])
+        self.branch_2b(branch_2a, out=parts[2])
+        self.branch_3(self.branch_3_pool(x), out=parts[3])
+        return out
 
     def pointwise_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The three 1x1x1 conv+BN+ReLU that read the block input (gating of branch 0 not applied yet).
