@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mmv.demo import report
 from mmv.demo.config import VARIANTS, DemoConfig
@@ -124,6 +125,19 @@ def test_train_config_of_each_variant(tmp_path: Path, name: str) -> None:
     model = create_model(cfg.model.name, **cfg.model.overrides)
     assert model.cfg.graph == variant.graph
     assert tuple(model.cfg.modalities) == variant.modalities
+
+
+def test_default_model_is_the_s3dg_at_a_quarter_width() -> None:
+    """The demo's video network is the real S3D-G, only narrower: at 1/8 width its Inception branches have 2-8
+    channels and it learns nothing from the demo clips in 300 steps (docs/demo.md); at 1/4 the narrowest has 4."""
+    from mmv.models import create_model
+    from mmv.models.s3dg import S3DG, InceptionBlock3D
+
+    video = create_model(DemoConfig().model).video_backbone
+    assert isinstance(video, S3DG) and video.cfg.width_mult == 0.25 and video.num_features == 256
+    widths = [conv.out_channels for block in video.modules() if isinstance(block, InceptionBlock3D)
+              for conv in block.modules() if isinstance(conv, torch.nn.Conv3d)]
+    assert min(widths) == 4
 
 
 def test_evaluation_sees_the_training_clips() -> None:

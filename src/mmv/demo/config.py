@@ -5,9 +5,10 @@ it trains (:meth:`DemoConfig.train_config`) and the :class:`mmv.eval.demo.DemoEv
 (:meth:`DemoConfig.eval_config`), so training and evaluation always see the same clips (frames, frame rate,
 crop, audio rate, mel settings).
 
-The default values were tuned so that the default ``mmv demo`` (FAC) runs in about six to seven minutes on two CPU
-cores, corpus generation and evaluation included, while every metric stays far from both chance and 100%
-(see ``docs/demo.md``). :meth:`DemoConfig.quick` is a seconds-long variant for tests.
+The default values were tuned so that the default ``mmv demo`` (FAC) runs in about seven minutes on two CPU
+cores, corpus generation and evaluation included, with the video, audio and text rows far from chance
+(``docs/demo.md`` gives the measured run and the rows that are not yet there). :meth:`DemoConfig.quick` is a
+seconds-long variant for tests.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class DemoConfig:
         num_test: held-out videos (unseen handwriting) for every evaluation.
         corpus_seed: seed of the corpus (the same seed and sizes reuse a corpus already on disk).
         corpus: :class:`mmv.data.demo_corpus.DemoCorpusConfig` fields that differ from its defaults.
-        model: the registered tiny model (``mmv_tiny_s3dg`` or ``mmv_tiny_tsm``).
+        model: a registered tiny model: ``mmv_tiny_s3dg_x2`` (S3D-G at 1/4 width, the default), ``mmv_tiny_s3dg``
+            (1/8 width: too narrow to learn the demo clips in a few hundred steps) or ``mmv_tiny_tsm``.
         num_frames: frames per training clip (sampled at ``fps``).
         fps: frame rate of the clips (the corpus's).
         crop: side of the frames fed to the network. Training and evaluation both resize the whole frame to it
