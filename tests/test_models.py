@@ -94,8 +94,16 @@ def test_conv3d_same_equals_explicit_tf_formula(memory_format) -> None:
         for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):
             total = max((math.ceil(n / s) - 1) * s + k - n, 0)
             pads += [total // 2, total - total // 2]
+        x.requires_grad_(True)
         expected = F.conv3d(F.pad(x, pads), conv.weight, conv.bias, stride=stride)
-        torch.testing.assert_close(conv(x), expected, msg=f"kernel {kernel}, stride {stride}")
+        out = conv(x)
+        torch.testing.assert_close(out, expected, msg=f"kernel {kernel}, stride {stride}")
+        # Training goes through the same views: the gradients must be those of the 3D convolution.
+        upstream = torch.randn_like(expected)
+        grads = torch.autograd.grad(out, (x, conv.weight), upstream)
+        expected_grads = torch.autograd.grad(expected, (x, conv.weight), upstream)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, msg=f"gradient, kernel {kernel}, stride {stride}")
 
 
 def test_max_pool_same_never_picks_padding() -> None:
