@@ -9,6 +9,8 @@ For each backbone, clips/s at batch 1 (default 32x224x224, the released models' 
   the channels-last default gains;
 * ``no_hugepages``: inference_mode in a fresh process with ``THP_MEM_ALLOC_ENABLE=0``, i.e. without the
   transparent huge pages that importing ``mmv`` turns on for large CPU tensors: what that default gains;
+* ``default_malloc``: inference_mode in a fresh process without :func:`mmv.runtime.reuse_freed_memory` (which this
+  script, like the ``mmv`` command, calls at start): what keeping freed memory in the heap gains;
 * ``compile``: ``torch.compile(model)`` plus inference_mode (first call not timed).
 
 Each option's output is checked against the baseline (max abs error / max |baseline|), and the ratio to the
@@ -32,11 +34,12 @@ import time
 
 import mmv  # before torch: mmv turns on huge pages for large CPU tensors, which torch reads at import
 import torch
+from mmv.runtime import reuse_freed_memory
 
 JAX_SECONDS_PER_CLIP = {"mmv_fac_s3dg": 0.83, "mmv_fac_tsm_resnet50": 2.05, "mmv_fac_tsm_resnet50x2": 7.6}
 RELEASED = {"s3dg": "mmv_fac_s3dg", "tsm50": "mmv_fac_tsm_resnet50", "tsm50x2": "mmv_fac_tsm_resnet50x2"}
 TINY = {"tiny_s3dg": "mmv_tiny_s3dg", "tiny_tsm": "mmv_tiny_tsm"}
-OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "compile")
+OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "default_malloc", "compile")
 
 
 def _time(fn, x: torch.Tensor, repeats: int, warmup: int, sync) -> float:
@@ -82,10 +85,11 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
         elif option == "compile":
             model = torch.compile(backbone)
         try:
-            if option == "no_hugepages":
+            if option in ("no_hugepages", "default_malloc"):
                 if device.type != "cpu":
                     continue
-                seconds = _time_in_fresh_process(name, args, {"THP_MEM_ALLOC_ENABLE": "0"})
+                env = {"THP_MEM_ALLOC_ENABLE": "0"} if option == "no_hugepages" else {"MMV_REUSE_FREED_MEMORY": "0"}
+                seconds = _time_in_fresh_process(name, args, env)
             else:
                 with ctx():
                     seconds = _time(model, x, args.repeats, 1 if option != "compile" else 2, sync)
@@ -132,6 +136,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # used by the no_hugepages subprocess
     args = p.parse_args()
+    reuse_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     table = TINY if args.tiny else RELEASED

@@ -19,6 +19,7 @@ import sys as _sys
 if "torch" not in _sys.modules:
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
+from . import runtime as runtime
 from .checkpoint import load as load
 from .checkpoint import save as save
 from .models import MMV as MMV
