@@ -88,8 +88,9 @@ def test_conv3d_same_equals_explicit_tf_formula(memory_format) -> None:
     torch.manual_seed(0)
     for kernel, stride in [((1, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)), ((3, 1, 1), (1, 1, 1)),
                            ((3, 1, 1), (2, 1, 1)), ((1, 1, 1), (1, 1, 1)), ((2, 4, 4), (1, 1, 1)), ((3, 3, 3), (2, 2, 2))]:
-        conv = Conv3dSame(4, 6, kernel, stride, bias=True)
-        x = torch.randn(2, 4, 5, 9, 8).contiguous(memory_format=memory_format)
+        # float64: the gradients sum many products, in another order than conv3d's; float32 rounding would show.
+        conv = Conv3dSame(4, 6, kernel, stride, bias=True).double()
+        x = torch.randn(2, 4, 5, 9, 8, dtype=torch.float64).contiguous(memory_format=memory_format)
         pads = []
         for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):
             total = max((math.ceil(n / s) - 1) * s + k - n, 0)
@@ -97,13 +98,14 @@ def test_conv3d_same_equals_explicit_tf_formula(memory_format) -> None:
         x.requires_grad_(True)
         expected = F.conv3d(F.pad(x, pads), conv.weight, conv.bias, stride=stride)
         out = conv(x)
-        torch.testing.assert_close(out, expected, msg=f"kernel {kernel}, stride {stride}")
+        where = f"kernel {kernel}, stride {stride}"
+        torch.testing.assert_close(out, expected, msg=lambda m: f"{where}: {m}")
         # Training goes through the same views: the gradients must be those of the 3D convolution.
         upstream = torch.randn_like(expected)
         grads = torch.autograd.grad(out, (x, conv.weight), upstream)
         expected_grads = torch.autograd.grad(expected, (x, conv.weight), upstream)
-        for got, want in zip(grads, expected_grads):
-            torch.testing.assert_close(got, want, msg=f"gradient, kernel {kernel}, stride {stride}")
+        for name, got, want in zip(("input", "weight"), grads, expected_grads):
+            torch.testing.assert_close(got, want, msg=lambda m: f"{name} gradient, {where}: {m}")
 
 
 def test_max_pool_same_never_picks_padding() -> None:
