@@ -43,8 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="tiny corpus and a few steps: checks the pipeline in seconds (numbers are meaningless)")
     parser.add_argument("--steps", type=int, default=None, metavar="N", help="training steps per model "
                         "(default: 300; fewer steps give lower numbers)")
-    parser.add_argument("--model", choices=("mmv_tiny_s3dg", "mmv_tiny_tsm"), default=None,
-                        help="video backbone of the tiny model (default: mmv_tiny_s3dg)")
+    parser.add_argument("--model", choices=("mmv_tiny_s3dg_x2", "mmv_tiny_s3dg", "mmv_tiny_tsm"), default=None,
+                        help="the tiny model (default: mmv_tiny_s3dg_x2, S3D-G at 1/4 width)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's choice, normally one per core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
