@@ -19,6 +19,12 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
 
+def autograd_needs(x: torch.Tensor) -> bool:
+    """Whether autograd records ops on ``x``: then the layers keep their ops out of place (an in-place write would
+    overwrite a value some backward needs); otherwise (inference) they write in place and skip allocations."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """(before, after) padding of one axis for TF/XLA 'SAME': output size ceil(size / stride), extra pad at the end."""
     effective_kernel = (kernel - 1) * dilation + 1
@@ -188,7 +194,7 @@ def _max_pool_axis(x: torch.Tensor, dim: int, kernel: int, stride: int) -> torch
     n = x.shape[dim]
     before, after = same_padding(n, kernel, stride)
     out_len = -(-n // stride)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if autograd_needs(x):
         # Autograd: no in-place maxima (each one's backward needs its inputs as they were); pad with -inf instead.
         pad = [0, 0] * (x.ndim - dim - 1) + [before, after]
         padded = F.pad(x, pad, value=float("-inf")) if before or after else x

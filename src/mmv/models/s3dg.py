@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ._registry import register_backbone
-from .layers import Conv3dSame, MaxPoolSame, batch_norm, conv_bn, folded_conv_bn, uses_batch_statistics
+from .layers import (Conv3dSame, MaxPoolSame, autograd_needs, batch_norm, conv_bn, folded_conv_bn,
+                     uses_batch_statistics)
 
 # Output channels of the six convolutions of each Inception block:
 # (branch0 1x1, branch1 1x1, branch1 3x3, branch2 1x1, branch2 3x3, branch3 1x1 after the max pool).
@@ -99,7 +100,7 @@ class SUnit3D(nn.Module):
 
         Without ``out``, the gating runs in place on ``x`` unless autograd needs ``x`` unchanged.
         """
-        if out is None and not (torch.is_grad_enabled() and x.requires_grad):
+        if out is None and not autograd_needs(x):
             out = x
         if self.gating is not None:
             return self.gating(x, out=out)
@@ -124,7 +125,7 @@ class InceptionBlock3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch_0, branch_1a, branch_2a = self.pointwise_branches(x)
-        if torch.is_grad_enabled() and x.requires_grad:
+        if autograd_needs(x):
             return torch.cat([self.branch_0.gate(branch_0), self.branch_1b(branch_1a), self.branch_2b(branch_2a),
                               self.branch_3(self.branch_3_pool(x))], dim=1)
         # Inference: each branch writes its last element-wise op (gating) straight into its channels of the

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ._registry import register_backbone
-from .layers import Conv2dSame, MaxPoolSame, batch_norm, conv_bn
+from .layers import Conv2dSame, MaxPoolSame, autograd_needs, batch_norm, conv_bn
 
 BLOCKS_PER_DEPTH = {18: (2, 2, 2, 2), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -109,7 +109,7 @@ class TSMBottleneckBlock(nn.Module):
         if n:
             # The official layout (temporal_shift) moves every channel; this shift keeps channels in place and
             # swaps the matching weight columns instead: the same result with a quarter of the copying.
-            inplace = not (torch.is_grad_enabled() and preact.requires_grad)
+            inplace = not autograd_needs(preact)
             preact = shift_in_place_layout(preact, num_frames, n, inplace=inplace)
             weight_0 = swap_shifted_channels(self.conv_0.conv.weight, n)
         residual = torch.relu_(conv_bn(self.conv_0, self.bn_1, preact, weight_0))
