@@ -11,6 +11,8 @@ For each backbone, clips/s at batch 1 (default 32x224x224, the released models' 
   transparent huge pages that importing ``mmv`` turns on for large CPU tensors: what that default gains;
 * ``default_malloc``: inference_mode in a fresh process without :func:`mmv.runtime.reuse_freed_memory` (which this
   script, like the ``mmv`` command, calls at start): what keeping freed memory in the heap gains;
+* ``no_winograd``: inference_mode with the Winograd F(4x4, 3x3) path of the wide 3x3 convolutions turned off
+  (:mod:`mmv.models.winograd`; oneDNN's direct convolution instead): what that default gains;
 * ``compile``: ``torch.compile(model)`` plus inference_mode (first call not timed).
 
 Each option's output is checked against the baseline (max abs error / max |baseline|), and the ratio to the
@@ -34,12 +36,13 @@ import time
 
 import mmv  # before torch: mmv turns on huge pages for large CPU tensors, which torch reads at import
 import torch
+from mmv.models import winograd
 from mmv.runtime import reuse_freed_memory
 
 JAX_SECONDS_PER_CLIP = {"mmv_fac_s3dg": 0.83, "mmv_fac_tsm_resnet50": 2.05, "mmv_fac_tsm_resnet50x2": 7.6}
 RELEASED = {"s3dg": "mmv_fac_s3dg", "tsm50": "mmv_fac_tsm_resnet50", "tsm50x2": "mmv_fac_tsm_resnet50x2"}
 TINY = {"tiny_s3dg": "mmv_tiny_s3dg", "tiny_tsm": "mmv_tiny_tsm"}
-OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "default_malloc", "compile")
+OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "default_malloc", "no_winograd", "compile")
 
 
 def _time(fn, x: torch.Tensor, repeats: int, warmup: int, sync) -> float:
@@ -77,6 +80,7 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
     with torch.no_grad():
         reference = backbone(x)
     base_time = None
+    winograd_default = winograd.is_enabled()  # MMV_WINOGRAD=0 turns it off for every row
     for option in args.options:
         model, out = backbone, None
         ctx = torch.no_grad if option == "baseline" else torch.inference_mode
@@ -84,6 +88,7 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
             model = backbone.to(memory_format=torch.contiguous_format)
         elif option == "compile":
             model = torch.compile(backbone)
+        winograd.set_enabled(winograd_default and option != "no_winograd")
         try:
             if option in ("no_hugepages", "default_malloc"):
                 if device.type != "cpu":
@@ -98,6 +103,7 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
             rows.append({"backbone": name, "option": option, "error": f"{type(err).__name__}: {err}"[:200]})
             continue
         finally:
+            winograd.set_enabled(winograd_default)
             fmt = torch.channels_last_3d if arch.endswith("s3dg") else torch.channels_last
             backbone = backbone.to(memory_format=fmt)  # back to the default layout
         err = float((out.float() - reference.float()).abs().max() / reference.abs().max()) if out is not None \

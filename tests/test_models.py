@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import mmv
 from mmv.convert.haiku import ConversionError, haiku_to_state_dict, leaf_table
 from mmv.models.heads import EmbeddingHead, HeadConfig, parse_head_mode
-from mmv.models.layers import Conv2dSame, Conv3dSame, MaxPoolSame, same_padding
+from mmv.models import winograd
+from mmv.models.layers import Conv2dSame, Conv3dSame, MaxPoolSame, conv_bn, same_padding
 from mmv.models.tsm_resnet import shift_in_place_layout, swap_shifted_channels, temporal_shift
 
 torch.set_num_threads(2)
@@ -168,6 +169,65 @@ def test_tsm_inference_path_equals_the_autograd_path() -> None:
     assert video.grad is not None and video.grad.abs().sum() > 0
     model.train()
     model(video).square().sum().backward()  # batch statistics, out-of-place shift: autograd must not complain
+
+
+@pytest.mark.parametrize("size", [(14, 14), (7, 9), (8, 8), (5, 3), (1, 1)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_winograd_conv3x3_equals_float64_convolution(size, with_bias) -> None:
+    """F(4x4, 3x3) against a float64 'SAME' convolution, for sizes that fill whole tiles and sizes that leave a
+    partial tile (cropped) or less than one tile."""
+    torch.manual_seed(0)
+    c, k = 256, 272
+    x = torch.randn(3, c, *size).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(k, c, 3, 3) / (3 * c**0.5)
+    bias = torch.randn(k) if with_bias else None
+    assert winograd.applies(x, weight, (1, 1))
+    out = winograd.conv3x3(x, winograd.transform_weight(weight), bias)
+    expected = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), padding=1)
+    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
+
+
+def test_winograd_applies_only_to_wide_stride1_3x3_inference_on_cpu() -> None:
+    x = torch.randn(2, 256, 8, 8).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 3, 3)
+    assert winograd.applies(x, weight, (1, 1))
+    assert not winograd.applies(x, weight, (2, 2))
+    assert not winograd.applies(x.contiguous(), weight, (1, 1))  # channels-first input
+    assert not winograd.applies(x[:, :128], weight[:128, :128], (1, 1))  # narrow: the direct convolution wins
+    assert not winograd.applies(x, torch.randn(256, 256, 1, 1), (1, 1))
+    assert not winograd.applies(x.double(), weight.double(), (1, 1))
+
+
+def test_conv_bn_winograd_cache_follows_the_weights() -> None:
+    """At inference conv_bn folds the BN and takes the Winograd path with a cached transformed weight; the cache
+    must be rebuilt when the weights change (load_state_dict writes in place), and training must not use it."""
+    torch.manual_seed(0)
+    conv, bn = Conv2dSame(256, 256, 3, 1), torch.nn.BatchNorm2d(256, eps=1e-5)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    conv.eval(), bn.eval()
+    x = torch.randn(2, 256, 10, 10).contiguous(memory_format=torch.channels_last)
+
+    def reference() -> torch.Tensor:
+        with torch.no_grad():
+            return bn(F.conv2d(x.double(), conv.conv.weight.double(), padding=1).float())
+
+    with torch.no_grad():
+        first = conv_bn(conv, bn, x)
+    assert "_winograd_cache" in conv.__dict__
+    torch.testing.assert_close(first, reference(), rtol=1e-4, atol=1e-4)
+    state = {k: v * 0.5 for k, v in conv.state_dict().items()}
+    conv.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_bn(conv, bn, x), reference(), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        bn.running_mean.add_(1.0)
+        torch.testing.assert_close(conv_bn(conv, bn, x), reference(), rtol=1e-4, atol=1e-4)
+    # With autograd recording, the direct convolution runs and gradients reach the weight.
+    out = conv_bn(conv, bn, x)
+    out.sum().backward()
+    assert conv.conv.weight.grad is not None and conv.conv.weight.grad.abs().sum() > 0
 
 
 def test_s3dg_fused_pointwise_branches_equal_the_separate_units() -> None:

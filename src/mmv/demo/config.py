@@ -72,6 +72,7 @@ class DemoConfig:
         train_passes: augmented passes over the training videos for the video linear probes.
         test_windows: windows per held-out clip (probes and retrieval).
         deflation_epochs: passes over the training frames when fitting the deflated network's BN parameters.
+        deflation_lr: Adam learning rate of that fit.
         eval_batch_size: clips per forward pass during evaluation.
         data_workers: DataLoader processes decoding training clips (1: decoding overlaps the training step, which
             matters on two cores, where decoding takes about as long as the step itself).
@@ -100,6 +101,7 @@ class DemoConfig:
     train_passes: int = 1
     test_windows: int = 2
     deflation_epochs: int = 1
+    deflation_lr: float = 1e-3
     eval_batch_size: int = 32
     data_workers: int = 1
     seed: int = 0
@@ -178,7 +180,8 @@ class DemoConfig:
         return DemoEvalConfig(num_frames=self.num_frames, fps=self.fps, crop=self.crop,
                               train_passes=self.train_passes, test_windows=self.test_windows,
                               sample_rate=self.sample_rate(), mel_config=self.mel_config(),
-                              deflation_epochs=self.deflation_epochs, batch_size=self.eval_batch_size)
+                              deflation_epochs=self.deflation_epochs, deflation_lr=self.deflation_lr,
+                              batch_size=self.eval_batch_size)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -48,6 +48,7 @@ class DemoEvalConfig:
         sample_rate: audio rate (default: the corpus's).
         mel_config: a :class:`mmv.data.audio.MelConfig` (default: the paper's, scaled to ``sample_rate``).
         deflation_epochs: passes over the training frames when training the deflated BN γ/β.
+        deflation_lr: Adam learning rate of that training.
         batch_size: clips per forward pass.
     """
 
@@ -61,6 +62,7 @@ class DemoEvalConfig:
     sample_rate: int | None = None
     mel_config: Any = None
     deflation_epochs: int = 3
+    deflation_lr: float = 1e-3
     batch_size: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -225,7 +227,8 @@ class _Context:
         crop = self.spec.crop_size
         deflation = train_deflated_bn(self.model, [p for p in train_paths if p is not None],
                                       DeflationConfig(num_frames=self.spec.num_frames, size=crop, crop=crop,
-                                                      epochs=self.cfg.deflation_epochs, seed=self.seed),
+                                                      epochs=self.cfg.deflation_epochs, lr=self.cfg.deflation_lr,
+                                                      seed=self.seed),
                                       progress=self.progress)
         icfg = ImageEvalConfig(size=crop, crop=crop, static_frames=self.spec.num_frames, seed=self.seed,
                                batch_size=self.cfg.batch_size)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import winograd
+
 # Haiku BatchNorm(decay_rate=0.9, eps=1e-5) in every official module. Haiku's decay 0.9 is PyTorch's momentum 0.1.
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -159,7 +161,27 @@ def conv_bn(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm, x: torch.Ten
     """
     if uses_batch_statistics(bn):
         return bn(conv.conv_with(x, conv.conv.weight if weight is None else weight, conv.conv.bias))
+    if weight is None and not torch.is_grad_enabled() and winograd.applies(x, conv.conv.weight, conv.stride):
+        return winograd.conv3x3(x, *_winograd_weight_and_bias(conv, bn))
     return conv.conv_with(x, *folded_conv_bn(conv, bn, weight))
+
+
+def _winograd_weight_and_bias(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Winograd-transformed BN-folded weight and the folded bias, cached on ``conv`` until any of the tensors
+    they come from changes (new storage or an in-place write, e.g. ``load_state_dict``)."""
+    sources = (conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    try:
+        key = tuple((t.data_ptr(), t._version) for t in sources)
+    except RuntimeError:  # tensors created under inference_mode have no version counter: no caching
+        key = None
+    cached = conv.__dict__.get("_winograd_cache")
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    folded, bias = folded_conv_bn(conv, bn)
+    transformed = winograd.transform_weight(folded)
+    if key is not None:
+        conv.__dict__["_winograd_cache"] = (key, transformed, bias)  # a plain attribute: not in the state dict
+    return transformed, bias
 
 
 class MaxPoolSame(nn.Module):
