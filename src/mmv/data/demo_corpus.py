@@ -9,7 +9,9 @@ built to make those claims measurable without making them trivial:
     noisy, randomly textured background with moving distractor shapes; its colour, size, tilt, start position and
     speed are random per video, so no pixel statistic or colour code gives the class away;
   - audio: a DTMF-like pair of tones per digit (one from a low group of four, one from a high group of three,
-    laid out like a telephone keypad), repeated as beeps, with noise and distractor chirps;
+    laid out like a telephone keypad), repeated as beeps, with noise and distractor chirps; in 20% of the videos
+    only one tone of the pair sounds, which narrows the digit down to a keypad row or column (so the audio
+    evidence is ambiguous for some clips, as a real soundtrack is, and a linear probe cannot reach 100%);
   - text: ASR-like WebVTT narrations that say the digit ("seven", sometimes "7") among fillers, homophone
     substitutions (four/for, two/to/too, eight/ate, one/won), dropped words, timing jitter and off-topic lines.
 
@@ -51,7 +53,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 
 CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -109,6 +111,9 @@ class DemoCorpusConfig:
         beep_duration: range of the beep length, seconds.
         beep_gap: range of the silence between beeps, seconds.
         snr_db: range of the tones-to-noise power ratio, dB.
+        tone_detune: each video scales both of its tones by a random factor in 1 +- this ("another instrument").
+        p_single_tone: fraction of videos whose beeps play only one tone of the digit's pair (the low or the high
+            one, at random): such a sound narrows the digit down to its keypad row or column, not to one digit.
         p_no_audio: fraction of videos without an audio track.
         p_no_text: fraction of videos without narrations (half with no caption file, half with an empty one).
         p_off_topic: fraction of videos whose narrations are all off-topic.
@@ -133,6 +138,8 @@ class DemoCorpusConfig:
     beep_duration: tuple[float, float] = (0.25, 0.4)
     beep_gap: tuple[float, float] = (0.08, 0.2)
     snr_db: tuple[float, float] = (0.0, 12.0)
+    tone_detune: float = 0.01
+    p_single_tone: float = 0.2
     p_no_audio: float = 0.15
     p_no_text: float = 0.15
     p_off_topic: float = 0.10
@@ -420,9 +427,12 @@ def synthesize_audio(spec: VideoSpec, cfg: DemoCorpusConfig, rng: np.random.Gene
     envelope = inside * np.minimum(1, np.minimum(cycle_time, beep_duration - cycle_time) / ramp).clip(0, 1)
     envelope = np.sin(0.5 * np.pi * envelope) ** 2
     factor = 1 + cfg.glide * glide_shape(spec.attribute, u)
-    detune = rng.uniform(0.99, 1.01)  # a slightly different "instrument" per video
+    detune = rng.uniform(1 - cfg.tone_detune, 1 + cfg.tone_detune)  # a slightly different "instrument" per video
     tones = np.zeros(num_samples)
-    for frequency in tone_pair(spec.label):
+    pair = tone_pair(spec.label)
+    if cfg.p_single_tone and rng.random() < cfg.p_single_tone:
+        pair = (pair[int(rng.integers(2))],)
+    for frequency in pair:
         phase = 2 * np.pi * np.cumsum(frequency * detune * factor) / sr  # phase-continuous glide
         tones += rng.uniform(0.6, 1.0) * np.sin(phase + rng.uniform(0, 2 * np.pi))
     tones *= envelope
