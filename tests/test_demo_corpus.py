@@ -79,10 +79,39 @@ def digit_from_tones(audio: np.ndarray) -> int:
     return KEYPAD.get((row, column), -1)
 
 
-def glide_from_pitch_track(audio: np.ndarray) -> int:
-    """Vote over beeps: mean pitch of the high tone in each third of a beep gives its glide shape."""
+LOW_BAND, HIGH_BAND = (250.0, 850.0), (850.0, 2400.0)
+
+
+def tones_present(audio: np.ndarray) -> tuple[bool, bool]:
+    """Whether a tone sounds in the low and in the high group: the band's spectral peak stands far above its median
+    (tones: 12x or more on these soundtracks; noise and chirps alone: about 4x)."""
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+
+    def tonal(low: float, high: float) -> bool:
+        band = spectrum[(freqs >= low) & (freqs <= high)]
+        return band.max() > 8 * np.median(band)
+
+    return tonal(*LOW_BAND), tonal(*HIGH_BAND)
+
+
+def tone_of_label_sounds(audio: np.ndarray, label: int) -> bool:
+    """Whether the keypad tone nearest the strongest peak of the whole tone range is one of ``label``'s two (a
+    video that plays one tone of its pair still has that)."""
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    band = (freqs >= 250) & (freqs <= 2400)
+    strongest = freqs[band][np.argmax(spectrum[band])]
+    tones = LOW_HZ + HIGH_HZ
+    nearest = int(np.argmin([abs(np.log(strongest / f)) for f in tones]))  # the glide spreads a tone by +-12 %
+    row, column = next(key for key, digit in KEYPAD.items() if digit == label)
+    return nearest in (row, len(LOW_HZ) + column)
+
+
+def glide_from_pitch_track(audio: np.ndarray, band_hz: tuple[float, float] = HIGH_BAND) -> int:
+    """Vote over beeps: mean pitch of the tone in ``band_hz`` in each third of a beep gives its glide shape."""
     freqs, _, spec = stft(audio, SAMPLE_RATE, nperseg=512, noverlap=384)
-    band = (freqs >= 850) & (freqs <= 2400)
+    band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
     power = np.abs(spec[band]) ** 2
     energy = power.sum(axis=0)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], (energy > 0.25 * energy.max()).astype(int), [0]])))
@@ -240,12 +269,18 @@ def test_videos_decode_with_expected_frames_duration_and_audio(corpus: Path) -> 
 
 def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -> None:
     records = [r for r in read_manifest(corpus, "test") if r["has_audio"]]
-    digits, glides = [], []
+    pairs, glides = [], []
     for record in records:
         _, audio = decode(corpus / "test" / record["video"])
-        digits.append(digit_from_tones(audio) == record["label"])
-        glides.append(glide_from_pitch_track(audio) == record["attribute"])
-    assert np.mean(digits) == 1.0
+        low, high = tones_present(audio)
+        assert low or high, record["video"]
+        if low and high:  # the whole pair names the digit
+            assert digit_from_tones(audio) == record["label"], record["video"]
+        else:  # one tone of the pair (p_single_tone): it is one of the digit's two
+            assert tone_of_label_sounds(audio, record["label"]), record["video"]
+        pairs.append(low and high)
+        glides.append(glide_from_pitch_track(audio, HIGH_BAND if high else LOW_BAND) == record["attribute"])
+    assert 0.6 <= np.mean(pairs) < 1.0  # 20 % of the videos play a single tone
     assert np.mean(glides) >= 0.9
 
 
