@@ -9,8 +9,8 @@ a class-specific sound and a motion/pitch attribute shared by vision and audio o
 with the FAC graph using the real training code, evaluate it on held-out videos with the real evaluation code,
 and write a report.
 
-Default run (about 580 CPU seconds, i.e. 5-6 minutes on 2 idle CPU cores; later runs with the same --out reuse
-the corpus and a finished training run):
+Default run (about 8 minutes and 725 CPU seconds on 2 idle CPU cores; later runs with the same --out reuse the
+corpus and a finished training run):
   OUT/report.md               results, each metric beside its chance level and the margin
   OUT/results.json            every number (summary, evaluation details, loss curve, timings, settings)
   OUT/loss_curves.png         the loss terms (NCE video-audio, MIL-NCE video-text) during training
@@ -21,7 +21,7 @@ the corpus and a finished training run):
 --compare trains Shared, Disjoint and FAC (video+audio+text) and the two-modality VT and VA models, each with
 --seeds seeds (default 3: 15 models), and writes OUT/comparison.md and OUT/comparison.json: the paper's Table 1
 in miniature (mean +- std over seeds) and whether its qualitative findings hold here. It takes about 15 times
-as long as the default run (roughly 1.5 hours on 2 idle CPU cores); --steps lowers it.
+as long as the default run (roughly 2 hours on 2 idle CPU cores); --steps lowers it.
 On a busy machine, --threads 1 avoids torch threads waiting for each other.
 
 Examples:
@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from mmv.demo.config import DemoConfig
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         # The training data workers decode on cores of their own; torch threads on those cores would only wait
         # for them (on 2 cores, 2 threads + 1 decoding worker ran 0.9 s per step, 1 thread + 1 worker about 0.6).
-        torch.set_num_threads(max(1, torch.get_num_threads() - cfg.data_workers))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - cfg.data_workers)))
     if args.steps is not None:
         if args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
