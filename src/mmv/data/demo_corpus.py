@@ -112,8 +112,10 @@ class DemoCorpusConfig:
         beep_gap: range of the silence between beeps, seconds.
         snr_db: range of the tones-to-noise power ratio, dB.
         tone_detune: each video scales both of its tones by a random factor in 1 +- this ("another instrument").
-        p_single_tone: fraction of videos whose beeps play only one tone of the digit's pair (the low or the high
-            one, at random): such a sound narrows the digit down to its keypad row or column, not to one digit.
+        p_single_tone: fraction of videos whose beeps play only one tone of the digit's pair: such a sound narrows
+            the digit down to its keypad row or column, not to one digit.
+        single_tone: which tone those videos keep: "high" (the column's; the glide stays in the band where it
+            spans the most Hz), "low" or "either" (at random).
         p_no_audio: fraction of videos without an audio track.
         p_no_text: fraction of videos without narrations (half with no caption file, half with an empty one).
         p_off_topic: fraction of videos whose narrations are all off-topic.
@@ -140,6 +142,7 @@ class DemoCorpusConfig:
     snr_db: tuple[float, float] = (0.0, 12.0)
     tone_detune: float = 0.01
     p_single_tone: float = 0.2
+    single_tone: str = "high"
     p_no_audio: float = 0.15
     p_no_text: float = 0.15
     p_off_topic: float = 0.10
@@ -148,6 +151,10 @@ class DemoCorpusConfig:
     p_drop_word: float = 0.08
     test_image_fraction: float = 0.3
     crf: int = 23
+
+    def __post_init__(self) -> None:
+        if self.single_tone not in ("high", "low", "either"):
+            raise ValueError(f"single_tone must be 'high', 'low' or 'either', got {self.single_tone!r}")
 
     @property
     def num_frames(self) -> int:
@@ -431,7 +438,8 @@ def synthesize_audio(spec: VideoSpec, cfg: DemoCorpusConfig, rng: np.random.Gene
     tones = np.zeros(num_samples)
     pair = tone_pair(spec.label)
     if cfg.p_single_tone and rng.random() < cfg.p_single_tone:
-        pair = (pair[int(rng.integers(2))],)
+        keep = {"low": 0, "high": 1}.get(cfg.single_tone)
+        pair = (pair[int(rng.integers(2)) if keep is None else keep],)
     for frequency in pair:
         phase = 2 * np.pi * np.cumsum(frequency * detune * factor) / sr  # phase-continuous glide
         tones += rng.uniform(0.6, 1.0) * np.sin(phase + rng.uniform(0, 2 * np.pi))

@@ -69,6 +69,8 @@ class DemoConfig:
         lr: peak learning rate (Adam).
         warmup_steps: linear warm-up steps.
         temperature: NCE temperature.
+        lambda_va, lambda_vt: weights of NCE(video, audio) and MIL-NCE(video, text) (the paper's 1:1 for
+            HowTo100M + AudioSet); a two-modality variant sets the missing pair's weight to 0.
         train_passes: augmented passes over the training videos for the video linear probes.
         test_windows: windows per held-out clip (probes and retrieval).
         deflation_epochs: passes over the training frames when fitting the deflated network's BN parameters.
@@ -98,6 +100,8 @@ class DemoConfig:
     lr: float = 0.002
     warmup_steps: int = 30
     temperature: float = 0.07
+    lambda_va: float = 1.0
+    lambda_vt: float = 1.0
     train_passes: int = 1
     test_windows: int = 2
     deflation_epochs: int = 5
@@ -156,8 +160,8 @@ class DemoConfig:
             model=ModelSection(name=self.model, overrides=overrides),
             data=data,
             optim=OptimSection(lr=self.lr, warmup_steps=self.warmup_steps, schedule="cosine"),
-            loss=LossSection(lambda_va=1.0 if "audio" in variant.modalities else 0.0,
-                             lambda_vt=1.0 if "text" in variant.modalities else 0.0,
+            loss=LossSection(lambda_va=self.lambda_va if "audio" in variant.modalities else 0.0,
+                             lambda_vt=self.lambda_vt if "text" in variant.modalities else 0.0,
                              temperature=self.temperature),
             run=RunSection(out_dir=out_dir, steps=self.steps, batch_size=self.batch_size,
                            checkpoint_every=self.steps, keep_last=1, log_every=max(1, self.steps // 60),
