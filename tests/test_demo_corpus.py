@@ -267,11 +267,12 @@ def test_videos_decode_with_expected_frames_duration_and_audio(corpus: Path) -> 
             assert 0.05 < np.abs(audio).max() <= 1.0
 
 
-def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -> None:
-    records = [r for r in read_manifest(corpus, "test") if r["has_audio"]]
+def check_soundtracks(root: Path) -> float:
+    """Asserts what every test soundtrack must show; returns the fraction that play the whole tone pair."""
+    records = [r for r in read_manifest(root, "test") if r["has_audio"]]
     pairs, glides = [], []
     for record in records:
-        _, audio = decode(corpus / "test" / record["video"])
+        _, audio = decode(root / "test" / record["video"])
         low, high = tones_present(audio)
         assert low or high, record["video"]
         if low and high:  # the whole pair names the digit
@@ -280,8 +281,20 @@ def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -
             assert tone_of_label_sounds(audio, record["label"]), record["video"]
         pairs.append(low and high)
         glides.append(glide_from_pitch_track(audio, HIGH_BAND if high else LOW_BAND) == record["attribute"])
-    assert 0.6 <= np.mean(pairs) < 1.0  # 20 % of the videos play a single tone
     assert np.mean(glides) >= 0.9
+    return float(np.mean(pairs))
+
+
+def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -> None:
+    assert check_soundtracks(corpus) == 1.0  # by default every video plays its digit's whole tone pair
+
+
+def test_single_tone_soundtracks_name_a_keypad_row_or_column(tmp_path: Path) -> None:
+    config = DemoCorpusConfig(p_single_tone=0.4, single_tone="either")
+    generate_demo_corpus(tmp_path, num_train=4, num_test=20, seed=5, config=config, workers=1, progress=False)
+    assert 0.3 <= check_soundtracks(tmp_path) < 1.0
+    with pytest.raises(ValueError, match="single_tone"):
+        DemoCorpusConfig(single_tone="middle")
 
 
 @pytest.mark.slow

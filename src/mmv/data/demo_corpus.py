@@ -9,9 +9,9 @@ built to make those claims measurable without making them trivial:
     noisy, randomly textured background with moving distractor shapes; its colour, size, tilt, start position and
     speed are random per video, so no pixel statistic or colour code gives the class away;
   - audio: a DTMF-like pair of tones per digit (one from a low group of four, one from a high group of three,
-    laid out like a telephone keypad), repeated as beeps, with noise and distractor chirps; in 20% of the videos
-    only one tone of the pair sounds, which narrows the digit down to a keypad row or column (so the audio
-    evidence is ambiguous for some clips, as a real soundtrack is, and a linear probe cannot reach 100%);
+    laid out like a telephone keypad), repeated as beeps, with noise and distractor chirps (``p_single_tone``
+    makes a fraction of the videos play one tone of the pair, which narrows the digit down to a keypad row or
+    column; off by default, see docs/demo_corpus.md);
   - text: ASR-like WebVTT narrations that say the digit ("seven", sometimes "7") among fillers, homophone
     substitutions (four/for, two/to/too, eight/ate, one/won), dropped words, timing jitter and off-topic lines.
 
@@ -141,7 +141,7 @@ class DemoCorpusConfig:
     beep_gap: tuple[float, float] = (0.08, 0.2)
     snr_db: tuple[float, float] = (0.0, 12.0)
     tone_detune: float = 0.01
-    p_single_tone: float = 0.2
+    p_single_tone: float = 0.0
     single_tone: str = "high"
     p_no_audio: float = 0.15
     p_no_text: float = 0.15
