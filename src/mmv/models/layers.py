@@ -166,7 +166,8 @@ def conv_bn(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm, x: torch.Ten
     return conv.conv_with(x, *folded_conv_bn(conv, bn, weight))
 
 
-def _winograd_weight_and_bias(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+def _winograd_weight_and_bias(conv: _SameConvNd,
+                              bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """The Winograd-transformed BN-folded weight and the folded bias, cached on ``conv`` until any of the tensors
     they come from changes (new storage or an in-place write, e.g. ``load_state_dict``)."""
     sources = (conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
@@ -187,11 +188,12 @@ def _winograd_weight_and_bias(conv: _SameConvNd, bn: nn.modules.batchnorm._Batch
 class MaxPoolSame(nn.Module):
     """Max pool with 'SAME' padding (XLA pads with -inf, so padded cells never win).
 
-    Training (autograd recording): ``max_pool{2,3}d`` of the -inf padded input. Inference: computed separably, one axis at a time (a max over a box is the max of per-axis maxima), each axis as the
-    maximum of k strided slices of the input. A window cell that falls in the padding is simply left out of the
-    maximum, so nothing is padded or copied, and every slice is a large strided view that ``torch.maximum`` reads
-    directly. On the channels-last activations of the backbones this is about twice as fast as ``max_pool3d`` (which
-    also computes indices), and several times faster than ``max_pool3d`` on channels-first tensors.
+    Training (autograd recording): ``max_pool{2,3}d`` of the -inf padded input. Inference: computed separably, one
+    axis at a time (a max over a box is the max of per-axis maxima), each axis as the maximum of k strided slices of
+    the input. A window cell that falls in the padding is simply left out of the maximum, so nothing is padded or
+    copied, and every slice is a large strided view that ``torch.maximum`` reads directly. On the channels-last
+    activations of the backbones this is about twice as fast as ``max_pool3d`` (which also computes indices), and
+    several times faster than ``max_pool3d`` on channels-first tensors.
     """
 
     def __init__(self, kernel_size: Sequence[int], stride: Sequence[int]) -> None:
