@@ -65,10 +65,14 @@ def file_digests(root: Path) -> dict[str, str]:
 # Independent readers of each modality.
 
 
+def magnitude_spectrum(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies in Hz, |FFT|) of a whole soundtrack."""
+    return np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE), np.abs(np.fft.rfft(audio))
+
+
 def digit_from_tones(audio: np.ndarray) -> int:
     """The strongest peak in each tone group, mapped through the keypad (-1: not a key)."""
-    spectrum = np.abs(np.fft.rfft(audio))
-    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    freqs, spectrum = magnitude_spectrum(audio)
 
     def peak(low: float, high: float) -> float:
         band = (freqs >= low) & (freqs <= high)
@@ -85,8 +89,7 @@ LOW_BAND, HIGH_BAND = (250.0, 850.0), (850.0, 2400.0)
 def tones_present(audio: np.ndarray) -> tuple[bool, bool]:
     """Whether a tone sounds in the low and in the high group: the band's spectral peak stands far above its median
     (tones: 12x or more on these soundtracks; noise and chirps alone: about 4x)."""
-    spectrum = np.abs(np.fft.rfft(audio))
-    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    freqs, spectrum = magnitude_spectrum(audio)
 
     def tonal(low: float, high: float) -> bool:
         band = spectrum[(freqs >= low) & (freqs <= high)]
@@ -98,8 +101,7 @@ def tones_present(audio: np.ndarray) -> tuple[bool, bool]:
 def tone_of_label_sounds(audio: np.ndarray, label: int) -> bool:
     """Whether the keypad tone nearest the strongest peak of the whole tone range is one of ``label``'s two (a
     video that plays one tone of its pair still has that)."""
-    spectrum = np.abs(np.fft.rfft(audio))
-    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    freqs, spectrum = magnitude_spectrum(audio)
     band = (freqs >= 250) & (freqs <= 2400)
     strongest = freqs[band][np.argmax(spectrum[band])]
     tones = LOW_HZ + HIGH_HZ

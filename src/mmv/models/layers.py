@@ -214,12 +214,8 @@ class MaxPoolSame(nn.Module):
         """``max_pool{2,3}d`` of the -inf padded input. Its backward scatters into the saved argmax indices; the
         backward of the in-place slice maxima would instead cost a masked copy of the whole input per slice
         (a third of a tiny S3D-G training step)."""
-        dims = len(self.kernel_size)
-        pad = []
-        for n, k, s in reversed(list(zip(x.shape[-dims:], self.kernel_size, self.stride))):
-            pad += list(same_padding(n, k, s))
-        padded = F.pad(x, pad, value=float("-inf")) if any(pad) else x
-        pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
+        padded = pad_same(x, self.kernel_size, self.stride, value=float("-inf"))
+        pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(self.kernel_size)]
         return pool(padded, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
