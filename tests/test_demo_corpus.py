@@ -84,18 +84,24 @@ def digit_from_tones(audio: np.ndarray) -> int:
 
 
 LOW_BAND, HIGH_BAND = (250.0, 850.0), (850.0, 2400.0)
+# The neutral pair (225 and 2828 Hz) under its +-12 % glide, and the keypad's tones under theirs (the low band
+# starts a little above the lowest tone's glide, 264 Hz, so that the neutral low tone's skirt at 255 Hz stays out).
+NEUTRAL_BANDS = ((180.0, 255.0), (2450.0, 3200.0))
+KEYPAD_BANDS = ((280.0, 800.0), (880.0, 2240.0))
+
+
+def tonal(audio: np.ndarray, band_hz: tuple[float, float], factor: float = 8.0) -> bool:
+    """Whether a tone sounds in ``band_hz``: the band's spectral peak stands far above its median (keypad tones: 8x
+    or more on these soundtracks; the neutral pair, whose glide spans more Hz and whose low tone sits in the
+    rumble: 7x or more; noise and chirps alone: about 4-5x)."""
+    freqs, spectrum = magnitude_spectrum(audio)
+    band = spectrum[(freqs >= band_hz[0]) & (freqs <= band_hz[1])]
+    return bool(band.max() > factor * np.median(band))
 
 
 def tones_present(audio: np.ndarray) -> tuple[bool, bool]:
-    """Whether a tone sounds in the low and in the high group: the band's spectral peak stands far above its median
-    (tones: 12x or more on these soundtracks; noise and chirps alone: about 4x)."""
-    freqs, spectrum = magnitude_spectrum(audio)
-
-    def tonal(low: float, high: float) -> bool:
-        band = spectrum[(freqs >= low) & (freqs <= high)]
-        return band.max() > 8 * np.median(band)
-
-    return tonal(*LOW_BAND), tonal(*HIGH_BAND)
+    """Whether a tone sounds in the low and in the high group."""
+    return tonal(audio, LOW_BAND), tonal(audio, HIGH_BAND)
 
 
 def tone_of_label_sounds(audio: np.ndarray, label: int) -> bool:
@@ -269,12 +275,20 @@ def test_videos_decode_with_expected_frames_duration_and_audio(corpus: Path) -> 
             assert 0.05 < np.abs(audio).max() <= 1.0
 
 
-def check_soundtracks(root: Path) -> float:
-    """Asserts what every test soundtrack must show; returns the fraction that play the whole tone pair."""
-    records = [r for r in read_manifest(root, "test") if r["has_audio"]]
+def check_soundtracks(root: Path, split: str, neutral_fraction: float = 0.0) -> float:
+    """Asserts what every soundtrack of a split without harmonics must show; returns the fraction of the digit
+    soundtracks that play the whole tone pair."""
+    records = [r for r in read_manifest(root, split) if r["has_audio"]]
+    assert sum(r["sound"] == "neutral" for r in records) == round(neutral_fraction * len(records))
     pairs, glides = [], []
     for record in records:
-        _, audio = decode(root / "test" / record["video"])
+        _, audio = decode(root / split / record["video"])
+        if record["sound"] == "neutral":  # the neutral pair, no keypad tone: the glide but not the class
+            assert all(tonal(audio, band, factor=6.0) for band in NEUTRAL_BANDS), record["video"]
+            assert not any(tonal(audio, band) for band in KEYPAD_BANDS), record["video"]
+            glides.append(glide_from_pitch_track(audio, NEUTRAL_BANDS[1]) == record["attribute"])
+            continue
+        assert record["sound"] == "digit"
         low, high = tones_present(audio)
         assert low or high, record["video"]
         if low and high:  # the whole pair names the digit
@@ -288,15 +302,56 @@ def check_soundtracks(root: Path) -> float:
 
 
 def test_audio_tones_identify_the_digit_and_glides_the_attribute(corpus: Path) -> None:
-    assert check_soundtracks(corpus) == 1.0  # by default every video plays its digit's whole tone pair
+    # By default every training soundtrack plays its digit's whole tone pair, as pure tones.
+    assert check_soundtracks(corpus, "train") == 1.0
+
+
+def near(frequency: float) -> tuple[float, float]:
+    """The band a tone of ``frequency`` sweeps under its +-12 % glide, with a margin."""
+    return 0.85 * frequency, 1.15 * frequency
+
+
+def sounds(audio: np.ndarray, frequency: float, factor: float = 8.0) -> bool:
+    """Whether a tone sweeps around ``frequency``: the spectral peak near it stands ``factor`` times above the median
+    of the two octaves around it (the glide fills the near band itself, so its own median would not do)."""
+    freqs, spectrum = magnitude_spectrum(audio)
+    low, high = near(frequency)
+    context = spectrum[(freqs >= frequency / 2) & (freqs <= 2 * frequency)]
+    return bool(spectrum[(freqs >= low) & (freqs <= high)].max() > factor * np.median(context))
+
+
+def test_held_out_soundtracks_play_the_same_tones_on_another_instrument(corpus: Path) -> None:
+    """Training soundtracks are pure tones; held-out ones add harmonics (an unseen instrument) to the same notes:
+    the 2nd harmonic of the high tone (where none of the digit's own tones sounds; peak/median 8-26 in held-out
+    soundtracks, under 4 in training ones here) is there in every held-out soundtrack and in no training one, and
+    the digit's own two tones and the glide are still there."""
+    for split in ("train", "test"):
+        glides = []
+        for record in read_manifest(corpus, split):
+            if not record["has_audio"]:
+                continue
+            _, audio = decode(corpus / split / record["video"])
+            row, column = next(key for key, digit in KEYPAD.items() if digit == record["label"])
+            assert sounds(audio, 2 * HIGH_HZ[column], factor=6.0) == (split == "test"), (split, record["video"])
+            assert sounds(audio, LOW_HZ[row]) and sounds(audio, HIGH_HZ[column]), record["video"]
+            glides.append(glide_from_pitch_track(audio, near(HIGH_HZ[column])) == record["attribute"])
+        assert glides and np.mean(glides) >= 0.9
 
 
 def test_single_tone_soundtracks_name_a_keypad_row_or_column(tmp_path: Path) -> None:
     config = DemoCorpusConfig(p_single_tone=0.4, single_tone="either")
-    generate_demo_corpus(tmp_path, num_train=4, num_test=20, seed=5, config=config, workers=1, progress=False)
-    assert 0.3 <= check_soundtracks(tmp_path) < 1.0
+    generate_demo_corpus(tmp_path, num_train=20, num_test=0, seed=5, config=config, workers=1, progress=False)
+    assert 0.3 <= check_soundtracks(tmp_path, "train") < 1.0
     with pytest.raises(ValueError, match="single_tone"):
         DemoCorpusConfig(single_tone="middle")
+    with pytest.raises(ValueError, match="test_harmonics"):
+        DemoCorpusConfig(test_harmonics=(0.8, 0.3))
+
+
+def test_neutral_soundtracks_carry_the_glide_and_no_keypad_tone(tmp_path: Path) -> None:
+    config = DemoCorpusConfig(p_neutral_sound=0.4)
+    generate_demo_corpus(tmp_path, num_train=20, num_test=0, seed=6, config=config, workers=1, progress=False)
+    assert check_soundtracks(tmp_path, "train", neutral_fraction=0.4) == 1.0
 
 
 @pytest.mark.slow
@@ -397,6 +452,11 @@ def test_class_and_attribute_are_balanced_and_independent() -> None:
     assert (counts == 10).all()
     assert sum(not s.has_audio for s in specs) == 60
     assert len({s.image_index for s in specs}) == 400  # every video of a class has its own handwriting here
+    # With p_neutral_sound, 10 % of the 340 soundtracks play the neutral pair; the rest of the plan is unchanged.
+    neutral = demo_corpus.plan_split("train", 400, 0, DemoCorpusConfig(p_neutral_sound=0.1), pools["train"])
+    assert [s.sound for s in neutral].count("neutral") == 34 and "neutral" not in [s.sound for s in specs]
+    assert all(s.has_audio == (s.sound != "none") for s in neutral + specs)
+    assert [dataclasses.replace(s, sound="digit" if s.has_audio else "none") for s in neutral] == specs
 
 
 @pytest.mark.slow

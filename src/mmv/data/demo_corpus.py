@@ -9,9 +9,10 @@ built to make those claims measurable without making them trivial:
     noisy, randomly textured background with moving distractor shapes; its colour, size, tilt, start position and
     speed are random per video, so no pixel statistic or colour code gives the class away;
   - audio: a DTMF-like pair of tones per digit (one from a low group of four, one from a high group of three,
-    laid out like a telephone keypad), repeated as beeps, with noise and distractor chirps (``p_single_tone``
-    makes a fraction of the videos play one tone of the pair, which narrows the digit down to a keypad row or
-    column; off by default, see docs/demo_corpus.md);
+    laid out like a telephone keypad), repeated as beeps, with noise and distractor chirps. Options, off by
+    default (see docs/demo_corpus.md): ``p_single_tone`` makes a fraction of the videos play one tone of the pair,
+    which narrows the digit down to a keypad row or column; ``p_neutral_sound`` makes a fraction beep a neutral
+    pair that no digit owns, so the sound keeps the attribute but not the class;
   - text: ASR-like WebVTT narrations that say the digit ("seven", sometimes "7") among fillers, homophone
     substitutions (four/for, two/to/too, eight/ate, one/won), dropped words, timing jitter and off-topic lines.
 
@@ -23,8 +24,9 @@ built to make those claims measurable without making them trivial:
 * **Missing modalities**: about 15% of videos have no audio track, 15% no narrations (half with no caption file,
   half with an empty one), and 10% only off-topic narrations.
 
-* **Held-out handwriting**: the digit *images* are split between train and test, so test videos show handwriting
-  never seen in training.
+* **Held-out handwriting and instruments**: the digit *images* are split between train and test, so test videos
+  show handwriting never seen in training; the training soundtracks play pure tones and the test ones the same
+  notes on unseen instruments (harmonics added, ``test_harmonics``).
 
 Layout written by :func:`generate_demo_corpus`::
 
@@ -53,7 +55,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 
 CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -72,6 +74,9 @@ LOW_TONES_HZ = (300.0, 400.0, 533.3, 711.1)
 HIGH_TONES_HZ = (1000.0, 1414.2, 2000.0)
 _KEYPAD = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (1, 0), 5: (1, 1), 6: (1, 2), 7: (2, 0), 8: (2, 1), 9: (2, 2),
            0: (3, 1)}
+# The neutral pair (``p_neutral_sound``): one step below the low group and one step above the high group, so that
+# even at the extremes of the glide it overlaps no digit's tone.
+NEUTRAL_TONES_HZ = (225.0, 2828.4)
 
 _HOMOPHONES = {"one": ("won",), "two": ("to", "too"), "four": ("for",), "eight": ("ate",)}
 _FILLERS = ("um", "uh", "so", "okay", "like", "you know", "alright", "well")
@@ -90,6 +95,8 @@ _OFF_TOPIC = (
 SUGGESTED_MEL = {"sample_rate": 16000, "n_fft": 512, "hop_length": 160, "n_mels": 64, "fmin": 80.0, "fmax": 7600.0}
 # Text kinds of a video's narrations (manifest field ``text_kind``).
 TEXT_KINDS = ("on_topic", "off_topic", "empty", "missing")
+# Sound kinds (manifest field ``sound``): the digit's tones, the neutral pair, or no audio track.
+SOUND_KINDS = ("digit", "neutral", "none")
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,12 @@ class DemoCorpusConfig:
             the digit down to its keypad row or column, not to one digit.
         single_tone: which tone those videos keep: "high" (the column's; the glide stays in the band where it
             spans the most Hz), "low" or "either" (at random).
+        p_neutral_sound: fraction of the videos with audio whose beeps play the neutral tone pair (owned by no
+            digit) instead of the digit's: the sound keeps the attribute (the glide) and says nothing of the class.
+        test_harmonics: held-out instruments. The training soundtracks play pure tones; each held-out soundtrack
+            plays the same notes on an unseen instrument whose 2nd and 3rd harmonics have relative amplitudes drawn
+            from this range (per video), as the held-out videos show the digits in unseen handwriting. (0, 0): pure
+            tones in both splits.
         p_no_audio: fraction of videos without an audio track.
         p_no_text: fraction of videos without narrations (half with no caption file, half with an empty one).
         p_off_topic: fraction of videos whose narrations are all off-topic.
@@ -143,6 +156,8 @@ class DemoCorpusConfig:
     tone_detune: float = 0.01
     p_single_tone: float = 0.0
     single_tone: str = "high"
+    p_neutral_sound: float = 0.0
+    test_harmonics: tuple[float, float] = (0.3, 0.8)
     p_no_audio: float = 0.15
     p_no_text: float = 0.15
     p_off_topic: float = 0.10
@@ -155,6 +170,9 @@ class DemoCorpusConfig:
     def __post_init__(self) -> None:
         if self.single_tone not in ("high", "low", "either"):
             raise ValueError(f"single_tone must be 'high', 'low' or 'either', got {self.single_tone!r}")
+        low, high = self.test_harmonics
+        if not 0 <= low <= high:
+            raise ValueError(f"test_harmonics must be a range (low, high) with 0 <= low <= high, got {self.test_harmonics}")
 
     @property
     def num_frames(self) -> int:
@@ -184,6 +202,7 @@ class VideoSpec:
     has_audio: bool
     text_kind: str  # one of TEXT_KINDS
     seed: tuple[int, ...]
+    sound: str = "digit"  # one of SOUND_KINDS
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -241,6 +260,8 @@ def plan_split(split: str, num_videos: int, seed: int, cfg: DemoCorpusConfig,
     text_kinds = _exact_flags(
         rng, num_videos,
         {"missing": cfg.p_no_text / 2, "empty": cfg.p_no_text / 2, "off_topic": cfg.p_off_topic}, "on_topic")
+    # Drawn after the other flags, so that a corpus without neutral sounds plans exactly as version 3 did.
+    sound_flags = iter(_exact_flags(rng, audio_flags.count("yes"), {"neutral": cfg.p_neutral_sound}, "digit"))
     uses_per_class = [0] * num_classes
     specs = []
     for i in range(num_videos):
@@ -250,7 +271,8 @@ def plan_split(split: str, num_videos: int, seed: int, cfg: DemoCorpusConfig,
         uses_per_class[label] += 1
         specs.append(VideoSpec(
             name=f"{split}_{i:05d}", split=split, label=label, attribute=attribute, image_index=image_index,
-            has_audio=audio_flags[i] == "yes", text_kind=text_kinds[i], seed=(seed, split_id, i)))
+            has_audio=audio_flags[i] == "yes", text_kind=text_kinds[i], seed=(seed, split_id, i),
+            sound=next(sound_flags) if audio_flags[i] == "yes" else "none"))
     return specs
 
 
@@ -436,13 +458,22 @@ def synthesize_audio(spec: VideoSpec, cfg: DemoCorpusConfig, rng: np.random.Gene
     factor = 1 + cfg.glide * glide_shape(spec.attribute, u)
     detune = rng.uniform(1 - cfg.tone_detune, 1 + cfg.tone_detune)  # a slightly different "instrument" per video
     tones = np.zeros(num_samples)
-    pair = tone_pair(spec.label)
-    if cfg.p_single_tone and rng.random() < cfg.p_single_tone:
+    # The held-out instrument's harmonics come from their own stream, so every other sample of the soundtrack is
+    # what it would be with pure tones.
+    harmonics = (np.random.default_rng([*spec.seed, 1031]).uniform(*cfg.test_harmonics, size=2)
+                 if spec.split == "test" else np.zeros(2))
+    pair = NEUTRAL_TONES_HZ if spec.sound == "neutral" else tone_pair(spec.label)
+    if spec.sound == "digit" and cfg.p_single_tone and rng.random() < cfg.p_single_tone:
         keep = {"low": 0, "high": 1}.get(cfg.single_tone)
         pair = (pair[int(rng.integers(2)) if keep is None else keep],)
     for frequency in pair:
         phase = 2 * np.pi * np.cumsum(frequency * detune * factor) / sr  # phase-continuous glide
-        tones += rng.uniform(0.6, 1.0) * np.sin(phase + rng.uniform(0, 2 * np.pi))
+        amplitude, offset = rng.uniform(0.6, 1.0), rng.uniform(0, 2 * np.pi)
+        note = np.sin(phase + offset)
+        for order, weight in zip((2, 3), harmonics):
+            if weight:
+                note += weight * np.sin(order * (phase + offset))
+        tones += amplitude * note
     tones *= envelope
     noise = _background_noise(rng, num_samples, sr)
     snr = 10 ** (rng.uniform(*cfg.snr_db) / 10)
@@ -600,7 +631,7 @@ def _generate_video(job: tuple[VideoSpec, np.ndarray, DemoCorpusConfig, str]) ->
         write_webvtt([Narration(*line) for line in narrations], Path(folder) / caption)
     return {
         "video": video_name, "caption": caption, "label": spec.label, "attribute": spec.attribute,
-        "has_audio": spec.has_audio, "has_text": bool(narrations), "text_kind": spec.text_kind,
+        "has_audio": spec.has_audio, "sound": spec.sound, "has_text": bool(narrations), "text_kind": spec.text_kind,
         "digit_image": spec.image_index, "duration": cfg.duration,
     }
 
@@ -622,7 +653,8 @@ def generate_demo_corpus(out_dir: str | os.PathLike, *, num_train: int = 400, nu
 
     Each manifest line holds ``video`` and ``caption`` (paths relative to the manifest; ``caption`` is null when
     the video has no caption file), ``label`` (the digit), ``attribute`` (index into ``attribute_names``),
-    ``has_audio``, ``has_text`` (at least one narration), ``text_kind`` (on_topic / off_topic / empty / missing),
+    ``has_audio``, ``sound`` (digit / neutral / none: which tones the soundtrack beeps), ``has_text`` (at least one
+    narration), ``text_kind`` (on_topic / off_topic / empty / missing),
     ``digit_image`` (index of the handwriting in ``sklearn.datasets.load_digits``) and ``duration``.
 
     Args:
@@ -673,6 +705,7 @@ def generate_demo_corpus(out_dir: str | os.PathLike, *, num_train: int = 400, nu
             name: {"video": f"the digit moves {name}", "audio": f"every beep's pitch is {glide}"}
             for name, glide in zip(ATTRIBUTE_NAMES, GLIDE_NAMES)},
         "class_tones_hz": {CLASS_NAMES[c]: list(tone_pair(c)) for c in range(len(CLASS_NAMES))},
+        "neutral_tones_hz": list(NEUTRAL_TONES_HZ),
         "suggested_mel_config": {**SUGGESTED_MEL, "sample_rate": cfg.sample_rate},
         "manifests": {"train": "train/manifest.jsonl", "test": "test/manifest.jsonl"}, "counts": counts,
     }
@@ -711,6 +744,7 @@ def _count(records: list[dict[str, Any]]) -> dict[str, int]:
     return {
         "videos": len(records),
         "with_audio": sum(r["has_audio"] for r in records),
+        "with_neutral_sound": sum(r.get("sound") == "neutral" for r in records),
         "with_text": sum(r["has_text"] for r in records),
         **{f"text_{kind}": sum(r["text_kind"] == kind for r in records) for kind in TEXT_KINDS},
     }
