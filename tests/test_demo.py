@@ -127,6 +127,19 @@ def test_train_config_of_each_variant(tmp_path: Path, name: str) -> None:
     assert tuple(model.cfg.modalities) == variant.modalities
 
 
+@pytest.mark.parametrize("cores, torch_threads, workers, expected", [
+    (2, 2, 1, 1),    # the development machine: one core decodes, one trains
+    (16, 16, 1, 15),
+    (16, 4, 1, 4),   # torch limited beforehand (OMP_NUM_THREADS): never raised
+    (1, 1, 1, 1),    # never below one thread
+    (8, 8, 0, 8),    # no data worker (the quick config)
+])
+def test_demo_threads_leave_the_data_workers_their_cores(cores, torch_threads, workers, expected) -> None:
+    from mmv.cli.demo import default_threads
+
+    assert default_threads(cores, torch_threads, workers) == expected
+
+
 def test_default_model_is_the_s3dg_at_a_quarter_width() -> None:
     """The demo's video network is the real S3D-G, only narrower: at 1/8 width its Inception branches have 2-8
     channels and it learns nothing from the demo clips in 300 steps (docs/demo.md); at 1/4 the narrowest has 4."""
