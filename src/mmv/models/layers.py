@@ -40,7 +40,7 @@ def fused_post_ops_enabled() -> bool:
 
 def _fuses_post_ops(x: torch.Tensor) -> bool:
     return (_fused_post_ops and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available())
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
 def autograd_needs(x: torch.Tensor) -> bool:
