@@ -13,8 +13,6 @@ For each backbone, clips/s at batch 1 (default 32x224x224, the released models' 
   script, like the ``mmv`` command, calls at start): what keeping freed memory in the heap gains;
 * ``no_winograd``: inference_mode with the Winograd F(4x4, 3x3) path of the wide 3x3 convolutions turned off
   (:mod:`mmv.models.winograd`; oneDNN's direct convolution instead): what that default gains;
-* ``no_fusion``: inference_mode with the fused convolution post-ops turned off (ReLU and residual sum as separate
-  passes instead of inside oneDNN's convolution; :func:`mmv.models.layers.set_fused_post_ops`): what they gain;
 * ``compile``: ``torch.compile(model)`` plus inference_mode (first call not timed).
 
 Each option's output is checked against the baseline (max abs error / max |baseline|), and the ratio to the
@@ -38,14 +36,13 @@ import time
 
 import mmv  # before torch: mmv turns on huge pages for large CPU tensors, which torch reads at import
 import torch
-from mmv.models import layers, winograd
+from mmv.models import winograd
 from mmv.runtime import reuse_freed_memory
 
 JAX_SECONDS_PER_CLIP = {"mmv_fac_s3dg": 0.83, "mmv_fac_tsm_resnet50": 2.05, "mmv_fac_tsm_resnet50x2": 7.6}
 RELEASED = {"s3dg": "mmv_fac_s3dg", "tsm50": "mmv_fac_tsm_resnet50", "tsm50x2": "mmv_fac_tsm_resnet50x2"}
 TINY = {"tiny_s3dg": "mmv_tiny_s3dg", "tiny_tsm": "mmv_tiny_tsm"}
-OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "default_malloc", "no_winograd", "no_fusion",
-           "compile")
+OPTIONS = ("baseline", "inference_mode", "channels_first", "no_hugepages", "default_malloc", "no_winograd", "compile")
 
 
 def _time(fn, x: torch.Tensor, repeats: int, warmup: int, sync) -> float:
@@ -84,7 +81,6 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
         reference = backbone(x)
     base_time = None
     winograd_default = winograd.is_enabled()  # MMV_WINOGRAD=0 turns it off for every row
-    fusion_default = layers.fused_post_ops_enabled()  # MMV_FUSED_CONV=0 likewise
     for option in args.options:
         model, out = backbone, None
         ctx = torch.no_grad if option == "baseline" else torch.inference_mode
@@ -93,7 +89,6 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
         elif option == "compile":
             model = torch.compile(backbone)
         winograd.set_enabled(winograd_default and option != "no_winograd")
-        layers.set_fused_post_ops(fusion_default and option != "no_fusion")
         try:
             if option in ("no_hugepages", "default_malloc"):
                 if device.type != "cpu":
@@ -109,7 +104,6 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
             continue
         finally:
             winograd.set_enabled(winograd_default)
-            layers.set_fused_post_ops(fusion_default)
             fmt = torch.channels_last_3d if arch.endswith("s3dg") else torch.channels_last
             backbone = backbone.to(memory_format=fmt)  # back to the default layout
         err = float((out.float() - reference.float()).abs().max() / reference.abs().max()) if out is not None \

@@ -12,7 +12,6 @@ import mmv
 from mmv.convert.haiku import ConversionError, haiku_to_state_dict, leaf_table
 from mmv.models.heads import EmbeddingHead, HeadConfig, parse_head_mode
 from mmv.models import winograd
-from mmv.models import layers
 from mmv.models.layers import Conv2dSame, Conv3dSame, MaxPoolSame, conv_bn, same_padding
 from mmv.models.tsm_resnet import shift_in_place_layout, swap_shifted_channels, temporal_shift
 
@@ -170,53 +169,6 @@ def test_tsm_inference_path_equals_the_autograd_path() -> None:
     assert video.grad is not None and video.grad.abs().sum() > 0
     model.train()
     model(video).square().sum().backward()  # batch statistics, out-of-place shift: autograd must not complain
-
-
-@pytest.mark.parametrize("ndim, kernel, stride, size", [
-    (2, (3, 3), (1, 1), (9, 9)), (2, (3, 3), (2, 2), (8, 8)), (2, (1, 1), (2, 2), (7, 6)),  # symmetric/asymmetric pads
-    (3, (1, 3, 3), (1, 1, 1), (4, 6, 6)), (3, (3, 1, 1), (1, 1, 1), (5, 4, 4)), (3, (3, 3, 3), (2, 2, 2), (4, 6, 6))])
-@pytest.mark.parametrize("relu, with_plus", [(False, False), (True, False), (False, True), (True, True)])
-def test_conv_post_ops_equal_the_float64_formula(ndim, kernel, stride, size, relu, with_plus) -> None:
-    """conv_with(x, w, b, relu=, plus=) = relu(conv(x) + b + plus), whether oneDNN fuses the post-ops (CPU float32
-    inference) or they run as separate ops (autograd), for 2D, separable 3D and full 3D kernels."""
-    torch.manual_seed(0)
-    conv = (Conv2dSame if ndim == 2 else Conv3dSame)(12, 20, kernel, stride)
-    fmt = torch.channels_last if ndim == 2 else torch.channels_last_3d
-    x = torch.randn(2, 12, *size).contiguous(memory_format=fmt)
-    weight, bias = conv.conv.weight.detach(), torch.randn(20)
-    padded = torch.nn.functional.pad(x.double(), [p for n, k, s in reversed(list(zip(size, kernel, stride)))
-                                                  for p in same_padding(n, k, s)])
-    expected = (F.conv2d if ndim == 2 else F.conv3d)(padded, weight.double(), bias.double(), stride)
-    plus = torch.randn(expected.shape).contiguous(memory_format=fmt) if with_plus else None
-    if with_plus:
-        expected = expected + plus.double()
-    if relu:
-        expected = expected.clamp_min(0)
-    if relu:
-        assert (expected == 0).any()  # the ReLU has something to do
-    with torch.inference_mode():
-        assert layers._fuses_post_ops(x) == torch.backends.mkldnn.is_available()
-        fused = conv.conv_with(x, weight, bias, relu=relu, plus=plus)
-    separate = conv.conv_with(x, weight.clone().requires_grad_(True), bias, relu=relu, plus=plus)
-    for out in (fused, separate.detach()):
-        assert out.shape == expected.shape
-        assert (out.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
-
-
-def test_tsm_fused_post_ops_equal_the_separate_ops() -> None:
-    """The tiny TSM with oneDNN-fused ReLUs and residual sums equals the same network with them as separate ops."""
-    model = mmv.create_model("mmv_tiny_tsm").video_backbone.eval()
-    video, _, _ = tiny_inputs(frames=4)
-    default = layers.fused_post_ops_enabled()
-    with torch.inference_mode():
-        layers.set_fused_post_ops(True)
-        fused = model(video)
-        layers.set_fused_post_ops(False)
-        try:
-            separate = model(video)
-        finally:
-            layers.set_fused_post_ops(default)
-    torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(14, 14), (7, 9), (8, 8), (5, 3), (1, 1)])

@@ -8,7 +8,6 @@ outputs. These layers compute the XLA padding from the input size at call time.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import torch
@@ -20,27 +19,6 @@ from . import winograd
 # Haiku BatchNorm(decay_rate=0.9, eps=1e-5) in every official module. Haiku's decay 0.9 is PyTorch's momentum 0.1.
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
-
-_fused_post_ops = os.environ.get("MMV_FUSED_CONV", "1") != "0"
-
-
-def set_fused_post_ops(enabled: bool) -> None:
-    """Turns the fused convolution post-ops on or off for this process (default: on unless ``MMV_FUSED_CONV=0``).
-
-    At CPU float32 inference a convolution followed by a ReLU, or by the residual sum, runs as one oneDNN call that
-    applies the ReLU or the sum while the output is still in cache, instead of a second pass over memory.
-    """
-    global _fused_post_ops
-    _fused_post_ops = bool(enabled)
-
-
-def fused_post_ops_enabled() -> bool:
-    return _fused_post_ops
-
-
-def _fuses_post_ops(x: torch.Tensor) -> bool:
-    return (_fused_post_ops and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
 def autograd_needs(x: torch.Tensor) -> bool:
@@ -101,43 +79,30 @@ class _SameConvNd(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.conv.bias
 
-    def conv_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, relu: bool = False,
-                  plus: torch.Tensor | None = None) -> torch.Tensor:
-        """The 'SAME' convolution of ``x`` with the given weight and bias (used by the BN-folded inference path),
-        then ``+ plus`` (a tensor of the output's shape) when given, then a ReLU when ``relu``."""
-        if self.ndim == 3 and x.device.type == "cpu" and plus is None:
-            out = _separable_conv3d_as_2d(x, weight, bias, self.kernel_size, self.stride, relu)
+    def conv_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The 'SAME' convolution of ``x`` with the given weight and bias (used by the BN-folded inference path)."""
+        if self.ndim == 3 and x.device.type == "cpu":
+            out = _separable_conv3d_as_2d(x, weight, bias, self.kernel_size, self.stride)
             if out is not None:
                 return out
-        return _conv_same(x, weight, bias, self.kernel_size, self.stride, relu, plus)
+        return _conv_same(x, weight, bias, self.kernel_size, self.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_with(x, self.conv.weight, self.conv.bias)
 
 
 def _conv_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: Sequence[int],
-               stride: Sequence[int], relu: bool = False, plus: torch.Tensor | None = None) -> torch.Tensor:
-    """F.conv2d/conv3d with 'SAME' padding over the trailing ``len(kernel)`` axes, then ``+ plus``, then ReLU."""
+               stride: Sequence[int]) -> torch.Tensor:
+    """F.conv2d/conv3d with 'SAME' padding over the trailing ``len(kernel)`` axes."""
     pads = [same_padding(int(n), k, s) for n, k, s in zip(x.shape[-len(kernel):], kernel, stride)]
-    padding = [before for before, _ in pads]
-    if any(before != after for before, after in pads):
-        x, padding = pad_same(x, kernel, stride), [0] * len(kernel)
-    if _fuses_post_ops(x):
-        ones = [1] * len(kernel)
-        if plus is not None:
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, plus, weight, bias, padding, list(stride), ones, 1, "add", 1.0, "relu" if relu else None, [], None)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, weight, bias, padding, list(stride), ones, 1, "relu" if relu else "none", [], "")
-    out = (F.conv3d if len(kernel) == 3 else F.conv2d)(x, weight, bias, tuple(stride), padding)
-    # In place even under autograd: a convolution's backward does not read its output.
-    if plus is not None:
-        out = out.add_(plus)
-    return torch.relu_(out) if relu else out
+    conv_fn = F.conv3d if len(kernel) == 3 else F.conv2d
+    if all(before == after for before, after in pads):
+        return conv_fn(x, weight, bias, tuple(stride), [before for before, _ in pads])
+    return conv_fn(pad_same(x, kernel, stride), weight, bias, tuple(stride))
 
 
 def _separable_conv3d_as_2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            kernel: Sequence[int], stride: Sequence[int], relu: bool = False) -> torch.Tensor | None:
+                            kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor | None:
     """A (1,kh,kw) or (kt,1,1) convolution of a channels-last ``[B, C, T, H, W]`` clip as a 2D convolution of a view.
 
     Frames of a channels-last clip are channels-last images, so a spatial kernel is a 2D convolution of the
@@ -153,9 +118,9 @@ def _separable_conv3d_as_2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     b, c, t, h, w = x.shape
     if kt == 1 and st == 1:
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        out = _conv_same(frames, weight[:, :, 0], bias, (kh, kw), (sh, sw), relu)
+        out = _conv_same(frames, weight[:, :, 0], bias, (kh, kw), (sh, sw))
         return out.reshape(b, t, *out.shape[1:]).permute(0, 2, 1, 3, 4)
-    out = _conv_same(x.reshape(b, c, t, h * w), weight[:, :, :, :, 0], bias, (kt, 1), (st, 1), relu)
+    out = _conv_same(x.reshape(b, c, t, h * w), weight[:, :, :, :, 0], bias, (kt, 1), (st, 1))
     return out.reshape(b, out.shape[1], out.shape[2], h, w)
 
 
@@ -187,21 +152,18 @@ def uses_batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
 
 
 def conv_bn(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
-            weight: torch.Tensor | None = None, *, relu: bool = False) -> torch.Tensor:
-    """``bn(conv(x))``, then a ReLU when ``relu``; at inference the BN is folded into the convolution's weight and
-    bias (one pass, no BN), and on CPU the ReLU runs inside the convolution.
+            weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``bn(conv(x))``; at inference the BN is folded into the convolution's weight and bias (one pass, no BN).
 
     Folding changes results only by float rounding (about 1e-7 relative). In training mode, or when the BN has no
     running statistics, the two ops run as they are, so batch statistics and running averages behave as usual.
     ``weight`` replaces the convolution's own weight (a function of it, e.g. with input channels permuted).
     """
     if uses_batch_statistics(bn):
-        out = bn(conv.conv_with(x, conv.conv.weight if weight is None else weight, conv.conv.bias))
-        return torch.relu_(out) if relu else out  # in place: the BN backward does not read its output
+        return bn(conv.conv_with(x, conv.conv.weight if weight is None else weight, conv.conv.bias))
     if weight is None and not torch.is_grad_enabled() and winograd.applies(x, conv.conv.weight, conv.stride):
-        out = winograd.conv3x3(x, *_winograd_weight_and_bias(conv, bn))
-        return torch.relu_(out) if relu else out
-    return conv.conv_with(x, *folded_conv_bn(conv, bn, weight), relu=relu)
+        return winograd.conv3x3(x, *_winograd_weight_and_bias(conv, bn))
+    return conv.conv_with(x, *folded_conv_bn(conv, bn, weight))
 
 
 def _winograd_weight_and_bias(conv: _SameConvNd,

@@ -112,9 +112,9 @@ class TSMBottleneckBlock(nn.Module):
             inplace = not autograd_needs(preact)
             preact = shift_in_place_layout(preact, num_frames, n, inplace=inplace)
             weight_0 = swap_shifted_channels(self.conv_0.conv.weight, n)
-        residual = conv_bn(self.conv_0, self.bn_1, preact, weight_0, relu=True)
-        residual = conv_bn(self.conv_1, self.bn_2, residual, relu=True)
-        return self.conv_2.conv_with(residual, self.conv_2.conv.weight, self.conv_2.conv.bias, plus=shortcut)
+        residual = torch.relu_(conv_bn(self.conv_0, self.bn_1, preact, weight_0))
+        residual = torch.relu_(conv_bn(self.conv_1, self.bn_2, residual))
+        return self.conv_2(residual).add_(shortcut)
 
 
 class TSMResNetV2(nn.Module):
