@@ -9,7 +9,7 @@ a class-specific sound and a motion/pitch attribute shared by vision and audio o
 with the FAC graph using the real training code, evaluate it on held-out videos with the real evaluation code,
 and write a report.
 
-Default run (about 8 minutes and 725 CPU seconds on 2 idle CPU cores; later runs with the same --out reuse the
+Default run (about 7 minutes and 670 CPU seconds on 2 idle CPU cores; later runs with the same --out reuse the
 corpus and a finished training run):
   OUT/report.md               results, each metric beside its chance level and the margin
   OUT/results.json            every number (summary, evaluation details, loss curve, timings, settings)
