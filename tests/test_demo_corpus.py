@@ -31,6 +31,7 @@ FPS = 10
 LOW_HZ, HIGH_HZ = (300.0, 400.0, 533.3, 711.1), (1000.0, 1414.2, 2000.0)
 KEYPAD = {(0, 0): 1, (0, 1): 2, (0, 2): 3, (1, 0): 4, (1, 1): 5, (1, 2): 6, (2, 0): 7, (2, 1): 8, (2, 2): 9,
           (3, 1): 0}
+KEY_OF_DIGIT = {digit: key for key, digit in KEYPAD.items()}  # digit -> (row, column)
 DIRECTIONS = ((1, 0), (-1, 0), (0, -1), (0, 1))  # right, left, up, down as (dx, dy) in image coordinates
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -90,13 +91,22 @@ NEUTRAL_BANDS = ((180.0, 255.0), (2450.0, 3200.0))
 KEYPAD_BANDS = ((280.0, 800.0), (880.0, 2240.0))
 
 
+def peak_over_median(audio: np.ndarray, band_hz: tuple[float, float],
+                     context_hz: tuple[float, float] | None = None) -> float:
+    """The largest |FFT| in ``band_hz`` over the median |FFT| in ``context_hz`` (default: the band itself)."""
+    freqs, spectrum = magnitude_spectrum(audio)
+
+    def within(hz: tuple[float, float]) -> np.ndarray:
+        return spectrum[(freqs >= hz[0]) & (freqs <= hz[1])]
+
+    return float(within(band_hz).max() / np.median(within(context_hz or band_hz)))
+
+
 def tonal(audio: np.ndarray, band_hz: tuple[float, float], factor: float = 8.0) -> bool:
     """Whether a tone sounds in ``band_hz``: the band's spectral peak stands far above its median (keypad tones: 8x
     or more on these soundtracks; the neutral pair, whose glide spans more Hz and whose low tone sits in the
     rumble: 7x or more; noise and chirps alone: about 4-5x)."""
-    freqs, spectrum = magnitude_spectrum(audio)
-    band = spectrum[(freqs >= band_hz[0]) & (freqs <= band_hz[1])]
-    return bool(band.max() > factor * np.median(band))
+    return peak_over_median(audio, band_hz) > factor
 
 
 def tones_present(audio: np.ndarray) -> tuple[bool, bool]:
@@ -112,7 +122,7 @@ def tone_of_label_sounds(audio: np.ndarray, label: int) -> bool:
     strongest = freqs[band][np.argmax(spectrum[band])]
     tones = LOW_HZ + HIGH_HZ
     nearest = int(np.argmin([abs(np.log(strongest / f)) for f in tones]))  # the glide spreads a tone by +-12 %
-    row, column = next(key for key, digit in KEYPAD.items() if digit == label)
+    row, column = KEY_OF_DIGIT[label]
     return nearest in (row, len(LOW_HZ) + column)
 
 
@@ -314,10 +324,7 @@ def near(frequency: float) -> tuple[float, float]:
 def sounds(audio: np.ndarray, frequency: float, factor: float = 8.0) -> bool:
     """Whether a tone sweeps around ``frequency``: the spectral peak near it stands ``factor`` times above the median
     of the two octaves around it (the glide fills the near band itself, so its own median would not do)."""
-    freqs, spectrum = magnitude_spectrum(audio)
-    low, high = near(frequency)
-    context = spectrum[(freqs >= frequency / 2) & (freqs <= 2 * frequency)]
-    return bool(spectrum[(freqs >= low) & (freqs <= high)].max() > factor * np.median(context))
+    return peak_over_median(audio, near(frequency), (frequency / 2, 2 * frequency)) > factor
 
 
 def test_held_out_soundtracks_play_the_same_tones_on_another_instrument(corpus: Path) -> None:
@@ -331,7 +338,7 @@ def test_held_out_soundtracks_play_the_same_tones_on_another_instrument(corpus: 
             if not record["has_audio"]:
                 continue
             _, audio = decode(corpus / split / record["video"])
-            row, column = next(key for key, digit in KEYPAD.items() if digit == record["label"])
+            row, column = KEY_OF_DIGIT[record["label"]]
             assert sounds(audio, 2 * HIGH_HZ[column], factor=6.0) == (split == "test"), (split, record["video"])
             assert sounds(audio, LOW_HZ[row]) and sounds(audio, HIGH_HZ[column]), record["video"]
             glides.append(glide_from_pitch_track(audio, near(HIGH_HZ[column])) == record["attribute"])

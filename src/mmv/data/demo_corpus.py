@@ -172,7 +172,8 @@ class DemoCorpusConfig:
             raise ValueError(f"single_tone must be 'high', 'low' or 'either', got {self.single_tone!r}")
         low, high = self.test_harmonics
         if not 0 <= low <= high:
-            raise ValueError(f"test_harmonics must be a range (low, high) with 0 <= low <= high, got {self.test_harmonics}")
+            raise ValueError(
+                f"test_harmonics must be a range (low, high) with 0 <= low <= high, got {self.test_harmonics}")
 
     @property
     def num_frames(self) -> int:
@@ -744,7 +745,7 @@ def _count(records: list[dict[str, Any]]) -> dict[str, int]:
     return {
         "videos": len(records),
         "with_audio": sum(r["has_audio"] for r in records),
-        "with_neutral_sound": sum(r.get("sound") == "neutral" for r in records),
+        "with_neutral_sound": sum(r["sound"] == "neutral" for r in records),
         "with_text": sum(r["has_text"] for r in records),
         **{f"text_{kind}": sum(r["text_kind"] == kind for r in records) for kind in TEXT_KINDS},
     }
