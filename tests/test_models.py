@@ -1,6 +1,7 @@
 """Model behaviour: padding, shift layout, graphs and routing, absent modalities, creation by name, save/load."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -173,17 +174,21 @@ def test_tsm_inference_path_equals_the_autograd_path() -> None:
 
 @pytest.mark.parametrize("size", [(14, 14), (7, 9), (8, 8), (5, 3), (1, 1)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_winograd_conv3x3_equals_float64_convolution(size, with_bias) -> None:
-    """F(4x4, 3x3) against a float64 'SAME' convolution, for sizes that fill whole tiles and sizes that leave a
-    partial tile (cropped) or less than one tile."""
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_conv3x3_equals_float64_convolution(size, with_bias, relu) -> None:
+    """F(4x4, 3x3) against a float64 'SAME' convolution (then a ReLU), for sizes that fill whole tiles and sizes
+    that leave a partial tile (cropped) or less than one tile."""
     torch.manual_seed(0)
     c, k = 256, 272
     x = torch.randn(3, c, *size).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(k, c, 3, 3) / (3 * c**0.5)
     bias = torch.randn(k) if with_bias else None
     assert winograd.applies(x, weight, (1, 1))
-    out = winograd.conv3x3(x, winograd.transform_weight(weight), bias)
+    out = winograd.conv3x3(x, winograd.transform_weight(weight), bias, relu=relu)
     expected = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), padding=1)
+    if relu:
+        assert (expected < 0).any()  # the ReLU has something to do
+        expected = expected.clamp(min=0)
     assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
     assert (out.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
 
@@ -228,6 +233,30 @@ def test_conv_bn_winograd_cache_follows_the_weights() -> None:
     out = conv_bn(conv, bn, x)
     out.sum().backward()
     assert conv.conv.weight.grad is not None and conv.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels, kernel, stride", [(256, 3, 1), (16, 3, 1), (16, 3, 2), (16, 1, 1)])
+@pytest.mark.parametrize("mode", ["train", "eval", "eval_no_grad"])
+def test_conv_bn_relu_equals_relu_of_bn_of_conv(channels, kernel, stride, mode) -> None:
+    """``conv_bn(..., relu=True)`` on each path (batch statistics; folded BN under autograd; folded BN at inference,
+    which is the Winograd path for the 256-channel 3x3) against ``relu(bn(conv(x)))`` computed in float64."""
+    torch.manual_seed(0)
+    conv, bn = Conv2dSame(channels, channels, kernel, stride), torch.nn.BatchNorm2d(channels, eps=1e-5)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(2, channels, 9, 9).contiguous(memory_format=torch.channels_last)
+    conv.train(mode == "train"), bn.train(mode == "train")
+    reference_bn = copy.deepcopy(bn).double()
+    with torch.no_grad():
+        expected = torch.relu(reference_bn(conv.conv_with(x.double(), conv.weight.double(), None)))
+    with torch.set_grad_enabled(mode != "eval_no_grad"):
+        out = conv_bn(conv, bn, x, relu=True)
+    assert (expected == 0).any() and (expected > 0).any()
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+    if mode == "train":  # the running statistics moved exactly as without the ReLU
+        torch.testing.assert_close(bn.running_mean.double(), reference_bn.running_mean)
 
 
 def test_s3dg_fused_pointwise_branches_equal_the_separate_units() -> None:

@@ -44,7 +44,7 @@ class BottleneckBlockV2(nn.Module):
         shortcut = self.shortcut_conv(preact) if self.shortcut_conv is not None else x
         net = preact
         for conv, bn in zip(self.convs[:-1], self.bns):
-            net = torch.relu(conv_bn(conv, bn, net))
+            net = conv_bn(conv, bn, net, relu=True)
         return shortcut + self.convs[-1](net)
 
 
@@ -62,7 +62,7 @@ class BasicBlockV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = torch.relu(self.bn_0(x))
         shortcut = self.shortcut_conv(preact) if self.shortcut_conv is not None else x
-        net = torch.relu(conv_bn(self.convs[0], self.bns[0], preact))
+        net = conv_bn(self.convs[0], self.bns[0], preact, relu=True)
         return shortcut + self.convs[1](net)
 
 

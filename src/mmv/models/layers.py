@@ -152,18 +152,21 @@ def uses_batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
 
 
 def conv_bn(conv: _SameConvNd, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
-            weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``bn(conv(x))``; at inference the BN is folded into the convolution's weight and bias (one pass, no BN).
+            weight: torch.Tensor | None = None, *, relu: bool = False) -> torch.Tensor:
+    """``bn(conv(x))``, then a ReLU when ``relu``; at inference the BN is folded into the convolution's weight and
+    bias (one pass, no BN).
 
     Folding changes results only by float rounding (about 1e-7 relative). In training mode, or when the BN has no
     running statistics, the two ops run as they are, so batch statistics and running averages behave as usual.
     ``weight`` replaces the convolution's own weight (a function of it, e.g. with input channels permuted).
     """
     if uses_batch_statistics(bn):
-        return bn(conv.conv_with(x, conv.conv.weight if weight is None else weight, conv.conv.bias))
+        out = bn(conv.conv_with(x, conv.conv.weight if weight is None else weight, conv.conv.bias))
+        return torch.relu_(out) if relu else out  # in place: the BN backward does not read its output
     if weight is None and not torch.is_grad_enabled() and winograd.applies(x, conv.conv.weight, conv.stride):
-        return winograd.conv3x3(x, *_winograd_weight_and_bias(conv, bn))
-    return conv.conv_with(x, *folded_conv_bn(conv, bn, weight))
+        return winograd.conv3x3(x, *_winograd_weight_and_bias(conv, bn), relu=relu)  # the ReLU in its last pass
+    out = conv.conv_with(x, *folded_conv_bn(conv, bn, weight))
+    return torch.relu_(out) if relu else out  # in place: a convolution's backward does not read its output
 
 
 def _winograd_weight_and_bias(conv: _SameConvNd,

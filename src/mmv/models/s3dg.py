@@ -92,7 +92,7 @@ class SUnit3D(nn.Module):
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """The unit's output, written into ``out`` if given (inference only: e.g. a slice of the block output)."""
         for conv, bn in zip(self.convs, self.bns):
-            x = torch.relu_(conv_bn(conv, bn, x))
+            x = conv_bn(conv, bn, x, relu=True)
         return self.gate(x, out)
 
     def gate(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,7 +149,7 @@ class InceptionBlock3D(nn.Module):
         """
         units = (self.branch_0, self.branch_1a, self.branch_2a)
         if any(uses_batch_statistics(unit.bns[0]) for unit in units):
-            return tuple(torch.relu_(conv_bn(unit.convs[0], unit.bns[0], x)) for unit in units)
+            return tuple(conv_bn(unit.convs[0], unit.bns[0], x, relu=True) for unit in units)
         folded = [folded_conv_bn(unit.convs[0], unit.bns[0]) for unit in units]
         weight = torch.cat([w for w, _ in folded])
         bias = torch.cat([b for _, b in folded])

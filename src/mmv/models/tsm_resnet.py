@@ -112,8 +112,8 @@ class TSMBottleneckBlock(nn.Module):
             inplace = not autograd_needs(preact)
             preact = shift_in_place_layout(preact, num_frames, n, inplace=inplace)
             weight_0 = swap_shifted_channels(self.conv_0.conv.weight, n)
-        residual = torch.relu_(conv_bn(self.conv_0, self.bn_1, preact, weight_0))
-        residual = torch.relu_(conv_bn(self.conv_1, self.bn_2, residual))
+        residual = conv_bn(self.conv_0, self.bn_1, preact, weight_0, relu=True)
+        residual = conv_bn(self.conv_1, self.bn_2, residual, relu=True)
         return self.conv_2(residual).add_(shortcut)
 
 

@@ -4,7 +4,8 @@ A 3x3 convolution computes each 4x4 block of outputs from a 6x6 block of inputs.
 algorithm (Lavin & Gray, CVPR 2016) does that with 36 multiplications per input and output channel pair instead of
 144: input tiles are transformed (``B^T d B``), multiplied channel-wise with the transformed kernel (``G g G^T``,
 computed once per weight), and transformed back (``A^T m A``). The channel-wise products are 36 independent matrix
-products ``[tiles, C] x [C, K]``, one batched GEMM; the transforms are small fixed matrices applied as GEMMs.
+products ``[tiles, C] x [C, K]``, one batched GEMM; the transforms are small fixed matrices applied as batched GEMMs,
+one ``[36, 36] x [36, C]`` (``[16, 36] x [36, K]``) product per tile.
 
 Where it pays: oneDNN's direct convolution already runs close to the CPU's peak, so the 4x fewer multiplications
 only win once the GEMMs are large enough to outweigh the transforms' memory traffic: in practice when both channel
@@ -44,8 +45,8 @@ TILE = 4  # output pixels per tile side; input tiles are TILE + 2
 MIN_CHANNELS = 256  # both input and output channels; below this oneDNN's direct convolution is faster
 
 _enabled = os.environ.get("MMV_WINOGRAD", "1") != "0"
-# Both transforms as one GEMM each: kron(B^T, B^T) maps a flattened 6x6 tile to its transform, kron(A^T, A^T) a
-# flattened 6x6 product to its 4x4 outputs. A 36x36 (16x36) matrix keeps the GEMM efficient, where applying the 6x6
+# Each transform as one matrix: kron(B^T, B^T) maps a flattened 6x6 tile to its transform, kron(A^T, A^T) a
+# flattened 6x6 product to its 4x4 outputs. A 36x36 (16x36) matrix keeps the GEMMs efficient, where applying the 6x6
 # factors one axis at a time would give GEMMs of 6 rows that run far below the memory bandwidth.
 _BT_KRON = torch.kron(torch.tensor(_BT, dtype=torch.float64), torch.tensor(_BT, dtype=torch.float64))
 _AT_KRON = torch.kron(torch.tensor(_AT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64))
@@ -79,11 +80,18 @@ def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     return transformed.reshape(36, c, k).to(weight.dtype).contiguous()
 
 
-def conv3x3(x: torch.Tensor, transformed_weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """'SAME' 3x3 stride-1 convolution of a channels-last ``[N, C, H, W]`` batch; channels-last ``[N, K, H, W]`` out.
+def conv3x3(x: torch.Tensor, transformed_weight: torch.Tensor, bias: torch.Tensor | None,
+            relu: bool = False) -> torch.Tensor:
+    """'SAME' 3x3 stride-1 convolution of a channels-last ``[N, C, H, W]`` batch; channels-last ``[N, K, H, W]`` out,
+    followed by a ReLU when ``relu``.
 
     ``transformed_weight`` comes from :func:`transform_weight`. Equal to ``F.conv2d(x, weight, bias, padding=1)``
     up to float rounding.
+
+    Layout: tile-major. Each tile's 36 transformed values of all C channels sit together (``[tiles, 36, C]``), so
+    both transforms are batches of small GEMMs that stream through memory once (``[36, 36] x [36, C]`` per tile,
+    twice as fast here as one ``[36, 36] x [36, tiles * C]`` GEMM), and the 36 channel GEMMs read and write that
+    layout through strides.
     """
     n, c, h, w = x.shape
     k = transformed_weight.shape[2]
@@ -92,23 +100,39 @@ def conv3x3(x: torch.Tensor, transformed_weight: torch.Tensor, bias: torch.Tenso
     # Zero padding: 1 before (the 'SAME' pad of a 3x3 kernel), and after, enough to complete the last tile.
     padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + TILE * tiles_w - w, 1, 1 + TILE * tiles_h - h))
     s_n, s_h, s_w, s_c = padded.stride()
-    # [6, 6, N, tiles_h, tiles_w, C]: overlapping 6x6 tiles every 4 pixels, a strided view; the reshape copies them
-    # into the [36, tiles * C] layout the transform GEMM reads.
-    tiles = padded.as_strided((TILE + 2, TILE + 2, n, tiles_h, tiles_w, c),
-                              (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c)).reshape(36, num_tiles * c)
-    transformed = torch.mm(_BT_KRON.to(device=x.device, dtype=x.dtype), tiles)  # [36, tiles * C]
-    products = torch.bmm(transformed.view(36, num_tiles, c), transformed_weight)  # [36, tiles, K]
-    blocks = torch.mm(_AT_KRON.to(device=x.device, dtype=x.dtype), products.view(36, num_tiles * k))  # [16, tiles*K]
-    # [4, 4, N, th, tw, K] → [N, th, 4, tw, 4, K]: the output pixels, written (plus the bias) into a channels-last
+    # [N, tiles_h, tiles_w, 6, 6, C]: overlapping 6x6 tiles every 4 pixels, a strided view; the reshape copies them
+    # into the [tiles, 36, C] layout.
+    tiles = padded.as_strided((n, tiles_h, tiles_w, TILE + 2, TILE + 2, c),
+                              (s_n, TILE * s_h, TILE * s_w, s_h, s_w, s_c)).reshape(num_tiles, 36, c)
+    transformed = torch.matmul(_matrix(_BT_KRON, x), tiles)  # [tiles, 36, C]
+    products = torch.empty((num_tiles, 36, k), dtype=x.dtype, device=x.device)
+    torch.bmm(transformed.transpose(0, 1), transformed_weight, out=products.transpose(0, 1))  # 36 x [tiles, C][C, K]
+    output_transform = _matrix(_AT_KRON, x)
+    if bias is None:
+        blocks = torch.matmul(output_transform, products)  # [tiles, 16, K]
+    else:
+        blocks = torch.baddbmm(bias.view(1, 1, k), output_transform.expand(num_tiles, 16, 36), products)
+    # [N, th, tw, 4, 4, K] → [N, th, 4, tw, 4, K]: the output pixels, written (with the ReLU) into a channels-last
     # output of whole tiles in one pass, then cropped to H x W where the tiles overhang.
-    blocks = blocks.view(TILE, TILE, n, tiles_h, tiles_w, k).permute(2, 3, 0, 4, 1, 5)
+    blocks = blocks.view(n, tiles_h, tiles_w, TILE, TILE, k).permute(0, 1, 3, 2, 4, 5)
     out = torch.empty((n, k, tiles_h * TILE, tiles_w * TILE), dtype=x.dtype, device=x.device,
                       memory_format=torch.channels_last)
     target = out.permute(0, 2, 3, 1).view(n, tiles_h, TILE, tiles_w, TILE, k)
-    if bias is None:
-        target.copy_(blocks)
+    if relu:
+        torch.clamp(blocks, min=0, out=target)
     else:
-        torch.add(blocks, bias, out=target)
+        target.copy_(blocks)
     if (h, w) != out.shape[2:]:
         out = out[:, :, :h, :w].contiguous(memory_format=torch.channels_last)
     return out
+
+
+_matrices: dict[tuple, torch.Tensor] = {}
+
+
+def _matrix(matrix64: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``matrix64`` in ``like``'s dtype and device, converted once per (matrix, dtype, device)."""
+    key = (id(matrix64), like.dtype, like.device)
+    if key not in _matrices:
+        _matrices[key] = matrix64.to(dtype=like.dtype, device=like.device)
+    return _matrices[key]
