@@ -18,9 +18,8 @@ with trained weights), clips/s at batch 1 (default 32x224x224, the released mode
 * ``xla``: the same backbone as an XLA program (``benchmarks/xla_backbones.py``: written op for op like the
   official Haiku modules, BN with its statistics passed in, one ``jax.jit``; the weights are copied from the
   ``mmv`` model, so the error column checks that it computes the same function). Needs JAX
-  (``pip install -e ".[xla]"``); it
-  is timed interleaved with ``inference_mode`` (one pass of each in turn), so both see the same machine, and its
-  row also prints ``mmv ÷ XLA`` speed.
+  (``pip install -e ".[xla]"``); it is timed interleaved with ``inference_mode`` (one pass of each in turn), so
+  both see the same machine, and its row also prints ``mmv ÷ XLA`` speed.
 
 Each option's output is checked against the baseline (max abs error / max |baseline|), and the ratio to the
 baseline is printed. The official JAX/XLA models on the same 2-core CPU were measured once at about 0.83 s (S3D-G),
