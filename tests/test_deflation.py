@@ -9,7 +9,14 @@ import torch
 import mmv
 from mmv.models.s3dg import S3DG, S3DGConfig
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True, scope="module")
+def _two_threads():
+    """The big models run on two threads here, and other modules get their thread count back afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:

@@ -1,4 +1,6 @@
-"""``mmv demo``: MMV end to end on a generated corpus, on a CPU, in minutes; ``--compare`` redoes the paper's Table 1."""
+"""``mmv demo``: MMV end to end on a generated corpus, on a CPU, in minutes.
+
+``--compare`` redoes the paper's Table 1."""
 from __future__ import annotations
 
 import argparse

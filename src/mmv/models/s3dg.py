@@ -267,6 +267,4 @@ class S3DG(nn.Module):
 @register_backbone("s3dg")
 def s3dg(**kwargs) -> S3DG:
     """S3D-G video backbone (``S3DGConfig`` fields as keyword arguments)."""
-    if "blocks" in kwargs and kwargs["blocks"] is not None:
-        kwargs["blocks"] = tuple(kwargs["blocks"])  # JSON configs give lists
     return S3DG(S3DGConfig(**kwargs))
