@@ -12,6 +12,10 @@ benchmark prints the largest difference between the two outputs, which checks th
 computation (with weights whose outputs depend on the input: at PyTorch's default initialisation S3D-G's output
 is the same for every clip, so the benchmark draws its weights at the scale of the official reference rule).
 JAX is needed only here (``pip install -e ".[xla]"``); nothing in ``mmv`` imports this file.
+
+Run it to check the XLA programs against the official outputs: ``python benchmarks/xla_backbones.py`` rebuilds the
+official reference parameters (``tests/official_params.py``), converts them as ``mmv convert`` does, runs the
+programs on the stored clips and prints the error against the official ``vid_repr`` (about 1e-6 or less).
 """
 from __future__ import annotations
 
@@ -224,3 +228,34 @@ def program_for(backbone: torch.nn.Module):
         params = jax.device_put(s3dg_params_from_torch(backbone))
         return lambda video: s3dg(params, video)
     raise TypeError(f"no XLA program for {type(backbone).__name__}")
+
+
+def check_against_official_outputs() -> dict[str, float]:
+    """Max abs error / max |reference| of each XLA program against the official ``vid_repr`` of the fixtures."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import mmv
+    from mmv.convert.released import convert_checkpoint
+    from official_params import MODEL_NAMES, io_path, make_official_params, tree_path
+    from released_pickle import write_released_checkpoint
+
+    errors = {}
+    for name in MODEL_NAMES:
+        with tempfile.TemporaryDirectory() as tmp:
+            params, state = make_official_params(tree_path(name))
+            pickle_path = write_released_checkpoint(params, state, Path(tmp) / f"mmv_{name}.pkl")
+            convert_checkpoint(pickle_path, Path(tmp) / "converted")
+            model = mmv.load(Path(tmp) / "converted")
+        io = np.load(io_path(name))
+        out = np.asarray(program_for(model.video_backbone)(jax.device_put(io["video"])))
+        errors[name] = float(np.abs(out - io["vid_repr"]).max() / np.abs(io["vid_repr"]).max())
+        print(f"{name:<14} clip {tuple(io['video'].shape)}: XLA program vs official vid_repr, "
+              f"max abs error / max |reference| = {errors[name]:.1e}", flush=True)
+    return errors
+
+
+if __name__ == "__main__":
+    check_against_official_outputs()
