@@ -323,3 +323,14 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, VideoSpec
     (root / "truncated.mkv").write_bytes(data[: int(len(data) * 0.4)])
     files["truncated_mkv"] = root / "truncated.mkv"
     return files
+
+
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    """Two torch threads for a module's tests, and the previous count back afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)

@@ -10,13 +10,7 @@ import mmv
 from mmv.models.s3dg import S3DG, S3DGConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads():
-    """The big models run on two threads here, and other modules get their thread count back afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")  # the big models run on two threads
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:

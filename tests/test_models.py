@@ -17,13 +17,7 @@ from mmv.models.layers import Conv2dSame, Conv3dSame, MaxPoolSame, conv_bn, same
 from mmv.models.tsm_resnet import shift_in_place_layout, swap_shifted_channels, temporal_shift
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads():
-    """The big models run on two threads here, and other modules get their thread count back afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")  # the big models run on two threads
 ALL_KEYS = {"vid_repr", "aud_repr", "txt_repr", "vid_embd_toaud", "vid_embd_totxt", "aud_embd_tovid",
             "aud_embd_totxt", "txt_embd_tovid", "txt_embd_toaud"}
 
