@@ -178,7 +178,7 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
                     out = model(x)
         except Exception as err:  # e.g. no C compiler for torch.compile, jax not installed
             if isinstance(err, ImportError) and option == "xla":
-                err = ImportError("jax is not installed (pip install jax)")
+                err = ImportError('jax is not installed (pip install -e ".[xla]")')
             rows.append({"backbone": name, "option": option, "error": f"{type(err).__name__}: {err}"[:200]})
             if not args.quiet:
                 print(_format_row(rows[-1]), flush=True)
