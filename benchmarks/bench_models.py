@@ -14,7 +14,7 @@ with trained weights), clips/s at batch 1 (default 32x224x224, the released mode
   script, like the ``mmv`` command, calls at start): what keeping freed memory in the heap gains;
 * ``no_winograd``: inference_mode with the Winograd F(4x4, 3x3) path of the wide 3x3 convolutions turned off
   (:mod:`mmv.models.winograd`; oneDNN's direct convolution instead): what that default gains;
-* ``compile``: ``torch.compile(model)`` plus inference_mode (first call not timed);
+* ``compile``: ``torch.compile(model, dynamic=False)`` plus inference_mode (first calls not timed);
 * ``xla``: the same backbone as an XLA program (``benchmarks/xla_backbones.py``: written op for op like the
   official Haiku modules, BN with its statistics passed in, one ``jax.jit``; the weights are copied from the
   ``mmv`` model, so the error column checks that it computes the same function). Needs JAX
@@ -160,7 +160,9 @@ def bench_backbone(name: str, arch: str, args: argparse.Namespace, device: torch
         if option == "channels_first":
             model = backbone.to(memory_format=torch.contiguous_format)
         elif option == "compile":
-            model = torch.compile(backbone)
+            # Static shapes: the same block code runs at several sizes, and the dynamic-shape recompilation that
+            # triggers fails inside inductor on S3D-G (torch 2.13: "ValueRangeError: Invalid ranges").
+            model = torch.compile(backbone, dynamic=False)
         winograd.set_enabled(winograd_default and option != "no_winograd")
         try:
             if option == "xla":
