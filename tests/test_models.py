@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -192,6 +193,27 @@ def test_winograd_conv3x3_equals_float64_convolution(size, with_bias, relu) -> N
         expected = expected.clamp(min=0)
     assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
     assert (out.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor needs a C++ compiler")
+def test_conv_bn_winograd_path_under_torch_compile() -> None:
+    """``torch.compile`` of the BN-folded Winograd path (its functional output form) equals eager, ReLU included."""
+    torch.manual_seed(0)
+    conv, bn = Conv2dSame(256, 256, 3, 1).eval(), torch.nn.BatchNorm2d(256, eps=1e-5).eval()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 256, 7, 7).contiguous(memory_format=torch.channels_last)  # 7x7: cropped partial tiles
+
+    def layer(x: torch.Tensor) -> torch.Tensor:
+        return conv_bn(conv, bn, x, relu=True)
+
+    with torch.inference_mode():
+        assert winograd.applies(x, conv.weight, conv.stride)
+        eager = layer(x)
+        compiled = torch.compile(layer, dynamic=False)(x)
+    assert (eager == 0).any()
+    assert compiled.shape == eager.shape
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
 
 
 def test_winograd_applies_only_to_wide_stride1_3x3_inference_on_cpu() -> None:

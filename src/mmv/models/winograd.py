@@ -114,14 +114,19 @@ def conv3x3(x: torch.Tensor, transformed_weight: torch.Tensor, bias: torch.Tenso
         blocks = torch.baddbmm(bias.view(1, 1, k), output_transform.expand(num_tiles, 16, 36), products)
     # [N, th, tw, 4, 4, K] → [N, th, 4, tw, 4, K]: the output pixels, written (with the ReLU) into a channels-last
     # output of whole tiles in one pass, then cropped to H x W where the tiles overhang.
-    blocks = blocks.view(n, tiles_h, tiles_w, TILE, TILE, k).permute(0, 1, 3, 2, 4, 5)
-    out = torch.empty((n, k, tiles_h * TILE, tiles_w * TILE), dtype=x.dtype, device=x.device,
-                      memory_format=torch.channels_last)
-    target = out.permute(0, 2, 3, 1).view(n, tiles_h, TILE, tiles_w, TILE, k)
-    if relu:
-        torch.clamp(blocks, min=0, out=target)
+    blocks = blocks.reshape(n, tiles_h, tiles_w, TILE, TILE, k).permute(0, 1, 3, 2, 4, 5)
+    if torch.compiler.is_compiling():
+        # The functional form: inductor fuses it into one pass, and cannot replay the write into a view below.
+        pixels = blocks.reshape(n, tiles_h * TILE, tiles_w * TILE, k)
+        out = (pixels.clamp(min=0) if relu else pixels).permute(0, 3, 1, 2)
     else:
-        target.copy_(blocks)
+        out = torch.empty((n, k, tiles_h * TILE, tiles_w * TILE), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+        target = out.permute(0, 2, 3, 1).view(n, tiles_h, TILE, tiles_w, TILE, k)
+        if relu:
+            torch.clamp(blocks, min=0, out=target)
+        else:
+            target.copy_(blocks)
     if (h, w) != out.shape[2:]:
         out = out[:, :, :h, :w].contiguous(memory_format=torch.channels_last)
     return out
