@@ -196,6 +196,7 @@ def test_winograd_conv3x3_equals_float64_convolution(size, with_bias, relu) -> N
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, raised while inductor loads
 def test_conv_bn_winograd_path_under_torch_compile() -> None:
     """``torch.compile`` of the BN-folded Winograd path (its functional output form) equals eager, ReLU included."""
     torch.manual_seed(0)
