@@ -59,21 +59,18 @@ DEFAULT_OPTIONS = OPTIONS[:-1]  # xla needs jax, which mmv does not depend on: a
 
 
 def _time(fn, x: torch.Tensor, repeats: int, warmup: int, sync) -> float:
-    for _ in range(warmup):
-        fn(x)
-    sync()
-    best = float("inf")
-    for _ in range(repeats):  # best of N: the least disturbed by other processes
-        start = time.perf_counter()
+    """Best-of-``repeats`` seconds of ``fn(x)``, ``sync()`` included (the device's pending work)."""
+    def call() -> None:
         fn(x)
         sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+
+    return _time_interleaved([call], repeats, warmup)[0]
 
 
 def _time_interleaved(fns: list, repeats: int, warmup: int) -> list[float]:
     """Best-of-``repeats`` seconds of each argument-free ``fn``, calling them in turn (one call of each per round),
-    so that a slow spell of the machine slows every one of them alike."""
+    so that a slow spell of the machine slows every one of them alike. Best of N: the least disturbed by other
+    processes."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -89,7 +86,7 @@ def _time_interleaved(fns: list, repeats: int, warmup: int) -> list[float]:
 def _time_xla(backbone: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float, torch.Tensor]:
     """(XLA seconds, mmv inference_mode seconds, XLA output) for ``backbone``, timed interleaved on the CPU."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import jax  # noqa: F401  (ImportError: reported in the row)
+    import jax  # ImportError when JAX is missing: reported in the row
     import xla_backbones
 
     program = xla_backbones.program_for(backbone)

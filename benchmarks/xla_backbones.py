@@ -141,7 +141,10 @@ def _unit_params(unit: torch.nn.Module) -> dict:
 
 
 def s3dg_params_from_torch(model: torch.nn.Module) -> dict:
-    """The weights of an ``mmv`` ``S3DG`` as a pytree (DHWIO kernels, BN not folded)."""
+    """The weights of an ``mmv`` ``S3DG`` as a pytree (DHWIO kernels, BN not folded); the released layout only
+    (space-to-depth stem)."""
+    if not model.cfg.space_to_depth:
+        raise ValueError("the XLA S3D-G program has the space-to-depth stem of the released models only")
     for name, (kernel, stride) in _POOLS.items():
         pool = model.blocks[name]
         if (tuple(pool.kernel_size), tuple(pool.stride)) != (kernel, stride):
@@ -167,18 +170,11 @@ def _self_gating(x: jnp.ndarray, p: dict) -> jnp.ndarray:
     return x * gate[:, None, None, None, :]
 
 
-def _unit(x: jnp.ndarray, p: dict, stride: tuple[int, int, int] = (1, 1, 1)) -> jnp.ndarray:
-    """Conv → BN → ReLU for each convolution of the unit (one, or spatial then temporal), then the gating if any.
-
-    ``stride`` is the unit's (t, h, w) stride: a separable unit takes (1, h, w) in its spatial and (t, 1, 1) in its
-    temporal convolution (only the stem has a stride other than 1 in S3D-G)."""
-    convs = p["convs"]
-    if len(convs) == 1:
-        strides = [stride]
-    else:
-        strides = [(1, stride[1], stride[2]), (stride[0], 1, 1)]
-    for c, s in zip(convs, strides):
-        x = jax.nn.relu(_batch_norm(_conv(x, c["w"], s), c["bn"]))
+def _unit(x: jnp.ndarray, p: dict) -> jnp.ndarray:
+    """Conv → BN → ReLU for each convolution of the unit (one, or spatial then temporal; every stride is 1 in the
+    released S3D-G), then the gating if any."""
+    for c in p["convs"]:
+        x = jax.nn.relu(_batch_norm(_conv(x, c["w"], 1), c["bn"]))
     if "gating" in p:
         x = _self_gating(x, p["gating"])
     return x
@@ -195,14 +191,10 @@ def _inception(x: jnp.ndarray, p: dict) -> jnp.ndarray:
 @jax.jit
 def s3dg(params: dict, video: jnp.ndarray) -> jnp.ndarray:
     """[B, T, H, W, 3] → [B, C]: mean over T, H and W of ``Mixed_5c``."""
-    stem = params["conv1"]["convs"][0]["w"]
-    if stem.shape[3] == 3:  # no space-to-depth: a (7,7,7) stride-2 stem on the raw clip
-        x, stride = video, (2, 2, 2)
-    else:  # the released layout: 2x2x2 blocks folded into 24 channels, a (2,4,4) stride-1 stem
-        if video.shape[1] == 1:  # a single frame as a static 2-frame clip, as ``S3DG.fold_input`` does
-            video = jnp.broadcast_to(video, (video.shape[0], 2) + video.shape[2:])
-        x, stride = _space_to_depth(video), (1, 1, 1)
-    x = _unit(x, params["conv1"], stride)  # Conv2d_1a_7x7
+    # The released layout: 2x2x2 blocks folded into 24 channels, then a (2,4,4) stride-1 stem.
+    if video.shape[1] == 1:  # a single frame as a static 2-frame clip, as ``S3DG.fold_input`` does
+        video = jnp.broadcast_to(video, (video.shape[0], 2) + video.shape[2:])
+    x = _unit(_space_to_depth(video), params["conv1"])  # Conv2d_1a_7x7
     x = _max_pool(x, (1, 3, 3), (1, 2, 2))  # MaxPool_2a_3x3
     x = _unit(x, params["conv2b"])  # Conv2d_2b_1x1
     x = _unit(x, params["conv2c"])  # Conv2d_2c_3x3 (separable, gated)
