@@ -240,7 +240,8 @@ def main() -> None:
     device = torch.device(args.device)
     if not args.quiet:
         print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, huge pages "
-              f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, input {args.batch}x{args.frames}x{args.size}x{args.size}x3")
+              f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, "
+              f"input {args.batch}x{args.frames}x{args.size}x{args.size}x3")
     rows = []
     for name in names:
         rows += bench_backbone(name, {**RELEASED, **TINY}[name], args, device)
