@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
 import pytest
 
 # Allocates, touches and frees a 64 MiB tensor, like a forward pass its activations: four rounds to reach a steady
-# state (the heap settles after two or three), then reports the minor page faults of the next three rounds.
+# state (the heap settles after two or three), then reports the minor page faults of each of the next seven rounds.
 PROBE = """
 import json, resource, sys
 from mmv.runtime import reuse_freed_memory
@@ -22,12 +23,16 @@ def round_trip():
     t = torch.empty(16 * 2**20)  # 64 MiB of float32
     t.fill_(1.0)
     del t
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(4):
     round_trip()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+faults = []
+for _ in range(7):
+    before = minor_faults()
     round_trip()
-print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(minor_faults() - before)
+print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
@@ -43,9 +48,12 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     tuned = probe()
     default = probe(MMV_REUSE_FREED_MEMORY="0")
     assert tuned["applied"] and not default["applied"]
-    # Without the setting the block goes back to the system on free, and every page faults again (3 x 16384).
-    assert default["faults"] > 3 * 8000, default
-    assert tuned["faults"] < 1000, tuned
+    # The median round, not the total: the kernel may unmap a process's pages for a moment on its own (NUMA
+    # balancing marks them to sample accesses), and the round that touches them then faults in full although the
+    # memory was reused. That happened once in CI (one round of 16384 faults); it cannot happen to most rounds.
+    # Without the setting the block goes back to the system on free, and every round faults again (16384).
+    assert statistics.median(default["faults"]) > 8000, default
+    assert statistics.median(tuned["faults"]) < 1000, tuned
 
 
 def run_cli(function: str) -> bool:
