@@ -518,3 +518,21 @@ def test_corpus_feeds_the_clip_dataset(corpus: Path) -> None:
         assert bool(sample["audio_mask"]) == record["has_audio"]
         assert bool(sample["text_mask"].any()) == record["has_text"]
         assert sample["label"] == record["label"]
+
+
+def test_corpus_records_keep_every_field_with_absolute_paths(corpus: Path, tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        raw, records = read_manifest(corpus, split), demo_corpus.corpus_records(corpus, split)
+        assert len(records) == len(raw) > 0
+        for record, line in zip(records, raw):
+            assert {k: record[k] for k in line} == line  # every manifest field, unchanged
+            assert record["path"] == corpus / split / line["video"] and record["path"].is_file()
+            if line["caption"]:
+                assert record["caption_path"] == corpus / split / line["caption"] and record["caption_path"].is_file()
+            else:
+                assert record["caption_path"] is None
+    assert any(r["caption_path"] is None for r in demo_corpus.corpus_records(corpus, "test"))
+    with pytest.raises(ValueError, match="split"):
+        demo_corpus.corpus_records(corpus, "val")
+    with pytest.raises(FileNotFoundError, match="no demo corpus"):
+        demo_corpus.corpus_records(tmp_path, "train")

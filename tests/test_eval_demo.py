@@ -15,13 +15,14 @@ def test_eval_demo_runs_every_task_with_chance(tiny_model, tmp_path, single_thre
     import mmv
     from mmv.data.demo_corpus import DemoCorpusConfig, generate_demo_corpus
     from mmv.data.tokenizer import build_vocabulary
-    from mmv.eval.demo import caption_text, read_manifest
+    from mmv.data.demo_corpus import corpus_records
+    from mmv.eval.demo import caption_text
     from mmv.eval.metrics import retrieval_chance
 
     data = tmp_path / "demo"
     generate_demo_corpus(data, num_train=12, num_test=8, seed=0, workers=1, progress=False,
                          config=DemoCorpusConfig(duration=2.0))
-    train = read_manifest(data, "train")
+    train = corpus_records(data, "train")
     build_vocabulary([caption_text(r["caption_path"]) for r in train], max_size=2048).save(tmp_path / "vocab.txt")
     model_dir = mmv.save(tiny_model, tmp_path / "model")
     out = tmp_path / "results"
@@ -37,7 +38,7 @@ def test_eval_demo_runs_every_task_with_chance(tiny_model, tmp_path, single_thre
         assert tasks[name]["chance"] == pytest.approx(25.0), name  # four motion directions / glides
     for name, task in tasks.items():
         assert 0.0 <= task["value"] <= 100.0 and task["margin"] == pytest.approx(task["value"] - task["chance"])
-    test = read_manifest(data, "test")
+    test = corpus_records(data, "test")
     assert tasks["video_probe"]["detail"]["num_test"] == len(test)
     assert tasks["audio_probe"]["detail"]["num_test"] == sum(r["has_audio"] for r in test)
     # Retrieval: queries are the on-topic narrations; chance follows from the class counts of the candidates.

@@ -49,7 +49,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -761,6 +761,23 @@ def read_corpus(root: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no demo corpus here (run 'mmv demo-data {root}')")
     return {**json.loads(path.read_text(encoding="utf-8")), "root": str(root)}
+
+
+def corpus_records(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """The manifest records of one split as dicts, every field kept (``label``, ``attribute``, ``has_audio``,
+    ``digit_image``, ...), with ``path`` and ``caption_path`` (None without captions) made absolute."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    read_corpus(root)  # a clear error when the corpus is absent or incomplete
+    folder = Path(root) / split
+    records = []
+    for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            record["path"] = folder / record["video"]
+            record["caption_path"] = folder / record["caption"] if record.get("caption") else None
+            records.append(record)
+    return records
 
 
 def corpus_items(root: str | os.PathLike, split: str, *, label_field: str = "label") -> list:

@@ -193,15 +193,15 @@ def _retrieval_embeddings(model: Any, cfg: Any, data_dir: Path, vocab: Path, cac
     Text rows are the on-topic narrations (the retrieval queries of the evaluation); video rows are every held-out
     video, embedded with the evaluation's retrieval settings so that its cached features are reused.
     """
-    from mmv.data.demo_corpus import read_corpus
+    from mmv.data.demo_corpus import corpus_records, read_corpus
     from mmv.eval.datasets import CaptionedClip
-    from mmv.eval.demo import caption_text, read_manifest
+    from mmv.eval.demo import caption_text
     from mmv.eval.features import VideoClipSpec, embed_texts, l2_normalize
     from mmv.eval.io import FeatureCache, load_tokenizer, model_checksum
     from mmv.eval.retrieval import RetrievalConfig, clip_embeddings
 
     eval_cfg = cfg.eval_config()
-    test = read_manifest(data_dir, "test")
+    test = corpus_records(data_dir, "test")
     class_names = read_corpus(data_dir)["class_names"]
     clips = [CaptionedClip(r["path"], caption_text(r["caption_path"]), r["video"]) for r in test]
     spec = VideoClipSpec(eval_cfg.num_frames, float(eval_cfg.fps), eval_cfg.crop, eval_cfg.crop)

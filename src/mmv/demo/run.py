@@ -96,9 +96,10 @@ def prepare_corpus(cfg: DemoConfig, data_dir: Path, progress: bool = True) -> di
 def build_vocab(data_dir: Path, path: Path, max_size: int) -> Path:
     """Writes the vocabulary of the training narrations (never the held-out ones) to ``path``."""
     from mmv.data.tokenizer import build_vocabulary
-    from mmv.eval.demo import caption_text, read_manifest
+    from mmv.data.demo_corpus import corpus_records
+    from mmv.eval.demo import caption_text
 
-    texts = [caption_text(record["caption_path"]) for record in read_manifest(data_dir, "train")]
+    texts = [caption_text(record["caption_path"]) for record in corpus_records(data_dir, "train")]
     vocab = build_vocabulary(texts, max_size=max_size)
     vocab.save(path)
     log.info("vocabulary: %d words from %d training narration files", len(vocab), sum(bool(t) for t in texts))

@@ -17,7 +17,6 @@ Use it in-process: ``evaluate_demo(model, data_dir, cfg=DemoEvalConfig(...)) -> 
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from mmv.data.demo_corpus import corpus_records
 from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_folds
 from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
 from mmv.eval.features import AudioClipSpec, VideoClipSpec
@@ -65,21 +65,6 @@ class DemoEvalConfig:
     deflation_lr: float = 1e-3
     batch_size: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def read_manifest(data_dir: Path, split: str) -> list[dict[str, Any]]:
-    """Records of ``<split>/manifest.jsonl`` with ``path`` (and ``caption_path``) made absolute."""
-    manifest = data_dir / split / "manifest.jsonl"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: not a demo corpus (run 'mmv demo-data {data_dir}')")
-    records = []
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            record["path"] = data_dir / split / record["video"]
-            record["caption_path"] = data_dir / split / record["caption"] if record.get("caption") else None
-            records.append(record)
-    return records
 
 
 def caption_text(path: Path | None) -> str:
@@ -136,7 +121,7 @@ def evaluate_demo(
     cfg = cfg or DemoEvalConfig()
     data_dir = Path(data_dir)
     spec, audio_spec, corpus = _settings(data_dir, cfg)
-    train, test = read_manifest(data_dir, "train"), read_manifest(data_dir, "test")
+    train, test = corpus_records(data_dir, "train"), corpus_records(data_dir, "test")
     tokenizer = tokenizer or load_tokenizer(vocab)
     cache = FeatureCache(cache_dir, model_checksum(model))
     ctx = _Context(model, cfg, spec, audio_spec, cache, seed, progress)
