@@ -766,16 +766,13 @@ def read_corpus(root: str | os.PathLike) -> dict[str, Any]:
 def corpus_records(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     """The manifest records of one split as dicts, every field kept (``label``, ``attribute``, ``has_audio``,
     ``digit_image``, ...), with ``path`` and ``caption_path`` (None without captions) made absolute."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    read_corpus(root)  # a clear error when the corpus is absent or incomplete
-    folder = Path(root) / split
+    manifest = _split_manifest(root, split)
     records = []
-    for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in manifest.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            record["path"] = folder / record["video"]
-            record["caption_path"] = folder / record["caption"] if record.get("caption") else None
+            record["path"] = manifest.parent / record["video"]
+            record["caption_path"] = manifest.parent / record["caption"] if record.get("caption") else None
             records.append(record)
     return records
 
@@ -785,7 +782,12 @@ def corpus_items(root: str | os.PathLike, split: str, *, label_field: str = "lab
     attribute as the label); other manifest fields are in ``item.extra``."""
     from mmv.data.datasets import read_manifest
 
+    return read_manifest(_split_manifest(root, split), label_field=label_field)
+
+
+def _split_manifest(root: str | os.PathLike, split: str) -> Path:
+    """``<root>/<split>/manifest.jsonl``, after checking the split name and that the corpus is complete."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     read_corpus(root)  # a clear error when the corpus is absent or incomplete
-    return read_manifest(Path(root) / split / "manifest.jsonl", label_field=label_field)
+    return Path(root) / split / "manifest.jsonl"

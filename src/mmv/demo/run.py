@@ -95,8 +95,8 @@ def prepare_corpus(cfg: DemoConfig, data_dir: Path, progress: bool = True) -> di
 
 def build_vocab(data_dir: Path, path: Path, max_size: int) -> Path:
     """Writes the vocabulary of the training narrations (never the held-out ones) to ``path``."""
-    from mmv.data.tokenizer import build_vocabulary
     from mmv.data.demo_corpus import corpus_records
+    from mmv.data.tokenizer import build_vocabulary
     from mmv.eval.demo import caption_text
 
     texts = [caption_text(record["caption_path"]) for record in corpus_records(data_dir, "train")]
