@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from mmv.atomic import atomic_path, atomic_write_text
+
 log = logging.getLogger(__name__)
 
 CORPUS_VERSION = 4
@@ -578,8 +580,7 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: in
     """
     import av
 
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), "w", format="mp4") as container:
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(tmp, "w", format="mp4") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt = "yuv420p"
@@ -604,13 +605,6 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: in
                 av_frame.sample_rate, av_frame.pts = sample_rate, offset
                 container.mux(audio_stream.encode(av_frame))
             container.mux(audio_stream.encode())
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _generate_video(job: tuple[VideoSpec, np.ndarray, DemoCorpusConfig, str]) -> dict[str, Any]:
@@ -697,7 +691,7 @@ def generate_demo_corpus(out_dir: str | os.PathLike, *, num_train: int = 400, nu
     counts = {}
     for split in ("train", "test"):
         split_records = [r for (spec, *_), r in zip(jobs, records) if spec.split == split]
-        _write_text(root / split / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in split_records))
+        atomic_write_text(root / split / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in split_records))
         counts[split] = _count(split_records)
     corpus = {
         "name": "mmv demo corpus", "parameters": parameters, "class_names": list(CLASS_NAMES),
@@ -711,7 +705,7 @@ def generate_demo_corpus(out_dir: str | os.PathLike, *, num_train: int = 400, nu
         "manifests": {"train": "train/manifest.jsonl", "test": "test/manifest.jsonl"}, "counts": counts,
     }
     # corpus.json is written last: its presence marks a complete corpus.
-    _write_text(root / "corpus.json", json.dumps(corpus, indent=2) + "\n")
+    atomic_write_text(root / "corpus.json", json.dumps(corpus, indent=2) + "\n")
     return {**corpus, "root": str(root)}
 
 

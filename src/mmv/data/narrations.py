@@ -31,10 +31,11 @@ import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from mmv.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -413,20 +414,6 @@ def write_webvtt(narrations: Sequence[Narration], path: str | os.PathLike) -> No
         text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         parts += [f"{format_timestamp(narration.start)} --> {format_timestamp(narration.end)}", text, ""]
     atomic_write_text(path, "\n".join(parts))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes UTF-8 text to a temporary file in the destination folder, then renames it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------- selection

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from mmv.atomic import atomic_path, atomic_write_json
 from mmv.data.audio import MelConfig
 from mmv.data.datasets import (ClipBuilder, SkippedSample, VideoItem, data_error_types, item_narrations,
                                sample_generator, skip_reason)
@@ -66,8 +67,8 @@ class _ShardFile:
         import webdataset
 
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.stream = open(self.tmp, "wb")
+        self._atomic = atomic_path(path, suffix=".tar")
+        self.stream = open(self._atomic.__enter__(), "wb")
         # mtime fixed so that the same input gives the same bytes.
         self.writer = webdataset.TarWriter(self.stream, encoder=False, mtime=0.0)
         self.count = 0
@@ -79,7 +80,12 @@ class _ShardFile:
     def close(self) -> None:
         self.writer.close()
         self.stream.close()
-        os.replace(self.tmp, self.path)
+        self._atomic.__exit__(None, None, None)  # renames the complete shard into place
+
+    def abort(self, error: BaseException) -> None:
+        """Removes the unfinished shard."""
+        self.stream.close()
+        self._atomic.__exit__(type(error), error, error.__traceback__)
 
 
 def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shard_size: int = 1000,
@@ -113,21 +119,26 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     skipped: dict[str, str] = {}
     current: _ShardFile | None = None
     written = 0
-    for item in tqdm(items, desc="writing shards", unit="video", disable=not progress):
-        try:
-            sample = _shard_sample(item, written, root, check_videos, captions)
-        except data_error_types() as err:
-            skipped[item.path] = skip_reason(err)
-            log.warning("left out %s [%s]: %s", item.path, skip_reason(err), err)
-            continue
-        if current is None:
-            current = _ShardFile(out / f"shard-{len(shards):06d}.tar")
-        current.write(sample)
-        written += 1
-        if current.count == shard_size:
-            current.close()
-            shards.append({"name": current.path.name, "num_samples": current.count})
-            current = None
+    try:
+        for item in tqdm(items, desc="writing shards", unit="video", disable=not progress):
+            try:
+                sample = _shard_sample(item, written, root, check_videos, captions)
+            except data_error_types() as err:
+                skipped[item.path] = skip_reason(err)
+                log.warning("left out %s [%s]: %s", item.path, skip_reason(err), err)
+                continue
+            if current is None:
+                current = _ShardFile(out / f"shard-{len(shards):06d}.tar")
+            current.write(sample)
+            written += 1
+            if current.count == shard_size:
+                current.close()
+                shards.append({"name": current.path.name, "num_samples": current.count})
+                current = None
+    except BaseException as err:  # Ctrl-C or a failure: the shards written so far stay, the open one goes
+        if current is not None:
+            current.abort(err)
+        raise
     if current is not None:
         current.close()
         shards.append({"name": current.path.name, "num_samples": current.count})
@@ -135,9 +146,7 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     for reason in skipped.values():
         reasons[reason] = reasons.get(reason, 0) + 1
     index = {"shards": shards, "num_samples": written, "skipped": {"by_reason": reasons, "files": skipped}}
-    tmp = out / (INDEX_NAME + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / INDEX_NAME)
+    atomic_write_json(out / INDEX_NAME, index)
     return index
 
 

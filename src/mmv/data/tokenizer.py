@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mmv.data.narrations import atomic_write_text
+from mmv.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -33,17 +33,12 @@ def _pyplot():
 
 def _save(fig: Any, path: Path) -> Path:
     """Saves atomically (temporary file, then rename) and closes the figure."""
-    import os
-    import tempfile
+    from mmv.atomic import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 

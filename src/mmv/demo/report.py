@@ -10,15 +10,16 @@ import json
 import math
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from mmv.atomic import atomic_write_json, atomic_write_text
+
 __all__ = ["SUMMARY_TASKS", "TABLE_TASKS", "comparison_results", "comparison_table", "comparison_terminal",
            "demo_results", "findings", "mean_std", "run_record", "summary_rows", "terminal_summary",
-           "write_comparison_report", "write_demo_report", "write_json"]
+           "write_comparison_report", "write_demo_report"]
 
 # Task key of mmv.eval.demo -> label in the summary, in the order of issue 6's "Must show".
 SUMMARY_TASKS: dict[str, str] = {
@@ -43,44 +44,6 @@ TABLE_TASKS: dict[str, str] = {
     "image_deflated": "Image (deflated)",
 }
 SATURATED = 99.5  # a value at or above this (percent) counts as saturated
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Writes JSON atomically; NaN becomes null (JSON has no NaN)."""
-    text = json.dumps(_finite(data), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _finite(value.item())
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    return value
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -215,7 +178,7 @@ def write_demo_report(results: dict[str, Any], out_dir: Path) -> None:
         "Machine-readable numbers: `results.json`.",
         "",
     ]
-    write_text(out_dir / "report.md", "\n".join(text))
+    atomic_write_text(out_dir / "report.md", "\n".join(text))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -374,8 +337,8 @@ def comparison_markdown(results: dict[str, Any]) -> str:
 
 
 def write_comparison_report(results: dict[str, Any], out_dir: Path) -> None:
-    write_json(out_dir / "comparison.json", results)
-    write_text(out_dir / "comparison.md", "# mmv demo --compare\n\n" + comparison_markdown(results) + "\n")
+    atomic_write_json(out_dir / "comparison.json", results)
+    atomic_write_text(out_dir / "comparison.md", "# mmv demo --compare\n\n" + comparison_markdown(results) + "\n")
 
 
 def comparison_terminal(results: dict[str, Any]) -> str:

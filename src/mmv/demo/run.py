@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mmv.atomic import atomic_write_json
+
 from .config import VARIANTS, DemoConfig, Variant
 
 __all__ = ["StageClock", "build_vocab", "evaluate_model", "prepare_corpus", "run_compare", "run_demo",
@@ -223,7 +225,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True,
         results = report.demo_results(cfg, corpus, training, evaluation, figures, clock.timings)
         report.write_demo_report(results, out_dir)
     results["timings"]["total"] = {"wall_s": clock.elapsed()}
-    report.write_json(out_dir / "results.json", results)
+    atomic_write_json(out_dir / "results.json", results)
     print_fn(report.terminal_summary(results))
     return results
 
@@ -257,7 +259,7 @@ def run_compare(cfg: DemoConfig, out_dir: str | Path, seeds: int = 3, variants: 
                 model, training = train_variant(cfg, data_dir, vocab_path, run_dir, variant, seed, progress)
                 evaluation = evaluate_model(model, cfg, data_dir, vocab_path, run_dir / "cache", seed, progress)
             runs.append(report.run_record(name, variant.label, seed, training, evaluation))
-            report.write_json(out_dir / "comparison_runs.json", {"runs": runs})  # partial results survive a crash
+            atomic_write_json(out_dir / "comparison_runs.json", {"runs": runs})  # partial results survive a crash
     with clock.stage("report", f"writing the comparison into {out_dir}"):
         results = report.comparison_results(cfg, corpus, runs, clock.timings)
         report.write_comparison_report(results, out_dir)

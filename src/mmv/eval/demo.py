@@ -29,7 +29,8 @@ from mmv.data.demo_corpus import corpus_records
 from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_folds
 from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
 from mmv.eval.features import AudioClipSpec, VideoClipSpec
-from mmv.eval.io import FeatureCache, SkipCounter, atomic_write, markdown_table, model_checksum
+from mmv.atomic import atomic_path
+from mmv.eval.io import FeatureCache, SkipCounter, markdown_table, model_checksum
 from mmv.eval.linear_probe import VideoProbeConfig, fit_and_score, split_features
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,8 @@ def _middle_frames(records: list[dict[str, Any]], folder: Path) -> list[Path | N
                 logger.warning("skipping %s: %s", record["path"], err.reason)
                 paths.append(None)
                 continue
-            atomic_write(target, lambda tmp: Image.fromarray(clip.frames[0]).save(tmp, format="PNG"), suffix=".png")
+            with atomic_path(target, suffix=".png") as tmp:
+                Image.fromarray(clip.frames[0]).save(tmp, format="PNG")
         paths.append(target)
     return paths
 

@@ -36,14 +36,8 @@ from mmv.eval.features import (
     embed_texts,
     embed_videos,
 )
-from mmv.eval.io import (
-    SkipCounter,
-    atomic_save_npy,
-    atomic_write,
-    atomic_write_json,
-    atomic_write_text,
-    model_checksum,
-)
+from mmv.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
+from mmv.eval.io import SkipCounter, model_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +156,8 @@ def _write_part(out_dir: Path, number: int, rows: list[dict[str, Any]], embeddin
 
         table = pa.table({**{c: [r[c] for r in rows] for c in INDEX_COLUMNS},
                           "embedding": list(embeddings.astype(np.float32))})
-        atomic_write(stem.with_suffix(".parquet"), lambda tmp: pq.write_table(table, tmp), suffix=".parquet")
+        with atomic_path(stem.with_suffix(".parquet"), suffix=".parquet") as tmp:
+            pq.write_table(table, tmp)
         return
     # The embeddings first, the index last: an index file means its part is complete.
     atomic_save_npy(stem.with_suffix(".npy"), embeddings.astype(np.float32))

@@ -1,11 +1,8 @@
-"""Atomic files, the feature cache, model checksums and result reports shared by every protocol."""
+"""The feature cache, model checksums and result reports shared by every protocol."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -13,58 +10,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mmv.atomic import atomic_save_npz, atomic_write_json, atomic_write_text, to_json
+
 logger = logging.getLogger(__name__)
-
-
-def atomic_write(path: str | Path, write_fn, suffix: str = "") -> None:
-    """Writes a file through ``write_fn(tmp_path)`` then ``os.replace`` so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` through a temp file; the ``.npz`` suffix keeps numpy from appending its own."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    atomic_write(path, write, suffix=".npz")
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    """``np.save`` of one array through a temp file."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-
-    atomic_write(path, write, suffix=".npy")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
 def model_checksum(model: torch.nn.Module) -> str:
@@ -96,8 +44,7 @@ def forget_checksum(model: torch.nn.Module) -> None:
 
 def options_key(options: Mapping[str, Any]) -> str:
     """A short stable hash of a JSON-able options dict (sorted keys)."""
-    text = json.dumps(options, sort_keys=True, default=_json_default)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(to_json(options, indent=None, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class FeatureCache:

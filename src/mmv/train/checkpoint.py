@@ -31,7 +31,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from mmv.checkpoint import atomic_save_safetensors, atomic_write_bytes
+from mmv.atomic import atomic_save_safetensors, atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_PREFIX",

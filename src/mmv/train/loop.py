@@ -486,7 +486,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drops the rows a killed run logged after the checkpoint it is resumed from (they will be logged again)."""
     if not path.is_file():
         return
-    from mmv.checkpoint import atomic_write_bytes
+    from mmv.atomic import atomic_write_bytes
 
     kept = []
     for line in path.read_text().splitlines():
