@@ -6,6 +6,13 @@ field has a default, so a YAML file only lists what differs. Loading is strict: 
 wrong type, is an error that names the key (and the file it came from), so a typo never silently trains with a
 default.
 
+A file may build on others: a top-level ``base:`` names one file, or a list of files applied in order, each a path
+relative to the file that names it. The bases are loaded (with bases of their own), deep-merged (mappings merge key
+by key and the later file wins; lists and single values are replaced whole), the file's own keys are merged last,
+and the result is validated as one config. So the paper presets hold only what makes them different
+(``configs/mmv_*.yaml``), and the recipe they share lives once, in ``configs/_base/``. ``base`` is consumed by the
+loader: it is not a :class:`TrainConfig` field and :func:`save_config` writes the resolved config without it.
+
 >>> cfg = load_config("configs/synthetic_tiny.yaml", ["run.steps=20", "optim.lr=1e-3"])
 >>> cfg.run.steps
 20
@@ -428,35 +435,93 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return config_from_dict(data)
 
 
+BASE_KEY = "base"
+
+
+def _deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge key by key (``child`` wins); lists and single values are replaced."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_config_file(path: Path, included_from: list[Path], files_read: list[Path]) -> dict[str, Any]:
+    """The merged plain data of ``path`` and its bases.
+
+    ``included_from`` is the chain of files that led here (for cycles and messages); every file read is appended
+    to ``files_read``.
+    """
+    # NOTE: a base's errors also name the files that pulled it in, since the user only named the first of them.
+    where = str(path)
+    if included_from:
+        where += f" (a base of {' <- '.join(str(p) for p in reversed(included_from))})"
+    chain = [*included_from, path]
+    resolved = [p.resolve() for p in chain]
+    if resolved[-1] in resolved[:-1]:
+        cycle = chain[resolved.index(resolved[-1]):]
+        raise ConfigError(f"{chain[0]}: a cycle of bases: {' -> '.join(str(p) for p in cycle)}")
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a training config must be a mapping, got {type(data).__name__}")
+    files_read.append(path)
+    if BASE_KEY not in data:
+        return data
+    data = dict(data)
+    bases = data.pop(BASE_KEY)
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{where}: {BASE_KEY} must be a file path or a list of file paths, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _deep_merge(merged, _read_config_file(path.parent / base, chain, files_read))
+    return _deep_merge(merged, data)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Reads a YAML (or JSON) config, applies overrides and validates.
+    """Reads a YAML (or JSON) config and its bases, applies overrides and validates.
+
+    A top-level ``base:`` key names a file (or a list of files, applied in order) that this one builds on, as a
+    path relative to this file. Bases may have bases of their own. They are deep-merged: mappings merge key by key
+    and the later file wins, lists (``data.datasets``) and single values are replaced whole; this file's keys are
+    merged last. Validation runs once, on the merged result, so a base need not be a complete config. ``base``
+    itself never reaches the :class:`TrainConfig`.
 
     Args:
         path: The config file; None starts from the defaults.
         overrides: ``key.sub=value`` strings applied after the file.
 
     Raises:
-        ConfigError: A missing or unparsable file, an unknown key or an invalid value (the message names it).
+        ConfigError: A missing or unparsable file or base, a cycle of bases, an unknown key or an invalid value (the
+            message names the file, with the files that included it, and the key).
     """
     cfg = TrainConfig()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        files_read: list[Path] = []
+        data = _read_config_file(path, [], files_read)
         try:
             cfg = config_from_dict(data)
         except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+            # NOTE: the bad key may come from any file of the merge; the message names them all.
+            base_files = list(dict.fromkeys(str(p) for p in files_read[1:]))  # a base two others share is read twice
+            with_bases = f" (with its bases {', '.join(base_files)})" if base_files else ""
+            raise ConfigError(f"{path}{with_bases}: {err}") from None
     return apply_overrides(cfg, overrides or [])
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML (``.yaml``/``.yml``) or JSON, atomically."""
-    from mmv.checkpoint import atomic_write_bytes
+    from mmv.atomic import atomic_write_bytes
 
     data = config_to_dict(cfg)
     path = Path(path)
