@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mmv.data.audio import MelConfig
-from mmv.data.datasets import (ClipDataset, MixedDataset, SkippedSample, SkipReport, VideoItem, batch_size,
+from mmv.data.skips import SkippedSample, SkipReport
+from mmv.data.datasets import (ClipDataset, MixedDataset, VideoItem, batch_size,
                                collate_clips, read_items, read_manifest, scan_folder)
 from mmv.data.demo_corpus import encode_mp4
 from mmv.data.media import evenly_spaced_starts, probe
@@ -230,10 +231,10 @@ def test_corrupt_files_are_skipped_and_reported_exactly(messy: tuple[list[VideoI
     seen = [path for batch in report.track(loader) for path in batch["path"]]
     assert sorted(seen) == sorted(i.path for i in items if i.path not in bad)
     assert {path: reason for path, (reason, _) in report.files.items()} == bad
-    assert report.samples_seen == 45 and report.num_skipped == 5
-    summary = report.summary()
+    assert report.samples_seen == 45 and report.total == 5
+    summary = report.details()
     assert "45 samples, 5 skipped" in summary and all(reason in summary for reason in bad.values())
-    assert report.to_dict()["by_reason"] == {reason: 1 for reason in bad.values()}
+    assert report.as_dict()["by_reason"] == {reason: 1 for reason in bad.values()}
 
 
 def test_collate_of_only_skipped_samples_is_an_empty_batch() -> None:

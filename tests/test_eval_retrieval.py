@@ -10,7 +10,7 @@ import torch
 from eval_fixtures import make_msrvtt, make_youcook2, single_thread, tiny_model  # noqa: F401
 from mmv.eval.datasets import msrvtt_1ka, youcook2
 from mmv.eval.features import MediaItem, VideoClipSpec, Windowing, embed_videos
-from mmv.eval.io import SkipCounter
+from mmv.data.skips import SkipReport
 from mmv.eval.retrieval import RetrievalConfig, evaluate_msrvtt, evaluate_youcook2
 
 SPEC = VideoClipSpec(num_frames=8, fps=10, min_resize=32, crop_size=32)
@@ -104,7 +104,7 @@ def test_msrvtt_audio_directions(msrvtt, tiny_model, tmp_path, single_thread):
 
 def test_youcook2_segments(tmp_path, tiny_model, single_thread):
     root = make_youcook2(tmp_path / "yc2")
-    skipped = SkipCounter()
+    skipped = SkipReport()
     clips = youcook2(root, "validation", skipped)
     assert [(c.key, c.start, c.end) for c in clips] == [("vid0_0", 0, 2), ("vid0_1", 2, 4), ("vid1_0", 0, 2),
                                                         ("vid1_1", 2, 4)]

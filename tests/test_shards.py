@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from mmv.cli.main import main
 from mmv.data.audio import MelConfig
-from mmv.data.datasets import ClipDataset, SkipReport, VideoItem, collate_clips, scan_folder
+from mmv.data.datasets import ClipDataset, VideoItem, collate_clips, scan_folder
+from mmv.data.skips import SkipReport
 from mmv.data.demo_corpus import encode_mp4
 from mmv.data.narrations import Narration, write_webvtt
 from mmv.data.shards import ShardDataset, expand_urls, write_shards
@@ -104,7 +105,7 @@ def test_every_sample_once_across_ranks_and_workers(shards: Path) -> None:
                                world_size=2)
         dataset.set_epoch(1)
         paths, report = paths_of(dataset, num_workers=2)
-        assert report.num_skipped == 0
+        assert report.total == 0
         everything += paths
     assert sorted(everything) == [f"video_{n:02d}.mp4" for n in range(12)]
 
@@ -139,7 +140,7 @@ def test_pipe_urls_and_brace_patterns(shards: Path) -> None:
     assert expand_urls(pattern) == expand_urls(shards) == expand_urls(shards / "shards.json")
     piped = [f"pipe:cat {url}" for url in expand_urls(shards)]
     paths, report = paths_of(ShardDataset(piped, num_frames=2, fps=5, mel_config=MEL, with_audio=False))
-    assert sorted(paths) == [f"video_{n:02d}.mp4" for n in range(12)] and report.num_skipped == 0
+    assert sorted(paths) == [f"video_{n:02d}.mp4" for n in range(12)] and report.total == 0
 
 
 def test_damaged_shards_and_samples_are_skipped_and_reported(shards: Path, tmp_path: Path) -> None:
@@ -160,7 +161,7 @@ def test_damaged_shards_and_samples_are_skipped_and_reported(shards: Path, tmp_p
                            with_audio=False)
     paths, report = paths_of(dataset, num_workers=2)
     assert len(paths) == 12 - 1 - 2  # the zeroed video, and the cut shard's last two
-    reasons = report.to_dict()["by_reason"]
+    reasons = report.as_dict()["by_reason"]
     assert reasons.get("bad_shard", 0) >= 1 and reasons.get("not_media", 0) + reasons.get("truncated", 0) == 1
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmv.data.datasets import SkippedSample
+from mmv.data.skips import SkippedSample
 from mmv.train.data import BatchStream
 from mmv.train.synthetic import SyntheticClips
 

@@ -66,14 +66,12 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def find_media(root: str, recursive: bool) -> list[Path]:
     """Media files under ``root`` (sorted), by extension."""
-    from mmv.data.asr import MEDIA_EXTENSIONS
+    from mmv.data.files import MEDIA_EXTENSIONS, scan_files
 
     folder = Path(root)
     if not folder.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
-                  and not p.name.startswith("."))
+    return scan_files(folder, MEDIA_EXTENSIONS, recursive=recursive)
 
 
 def run(args: argparse.Namespace) -> int:

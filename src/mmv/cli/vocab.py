@@ -24,7 +24,6 @@ Unreadable or malformed files are skipped, counted and reported. The last line p
 Example:
   mmv vocab captions/ extra_sentences.txt --out vocab.txt --min-count 2"""
 
-_TEXT_EXTENSIONS = (".txt",)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,19 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def corpus_files(inputs: list[str]) -> list[Path]:
     """Caption and text files named by ``inputs`` (files as given, folders searched recursively, sorted)."""
-    from mmv.data.narrations import CAPTION_EXTENSIONS
+    from mmv.data.files import CAPTION_EXTENSIONS, TEXT_EXTENSIONS, scan_files
 
-    extensions = CAPTION_EXTENSIONS + _TEXT_EXTENSIONS
-    files: list[Path] = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{name}: no such file or folder")
-    return files
+    return scan_files(inputs, CAPTION_EXTENSIONS + TEXT_EXTENSIONS)
 
 
 def file_texts(path: Path) -> list[str]:
@@ -65,7 +54,7 @@ def file_texts(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix == ".json":
         return [n.text for narrations in read_howto100m_captions(path).values() for n in narrations]
-    if suffix in _TEXT_EXTENSIONS:
+    if suffix == ".txt":
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
     return [n.text for n in read_narrations(path)]
 

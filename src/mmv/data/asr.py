@@ -35,11 +35,6 @@ logger = logging.getLogger(__name__)
 
 ASR_SAMPLE_RATE = 16000
 
-# Files `mmv transcribe` looks at: containers with an audio track (video or audio only).
-MEDIA_EXTENSIONS = (
-    ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".ogv", ".flv", ".3gp", ".wmv",
-    ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma",
-)
 
 
 class ASRError(RuntimeError):

@@ -9,7 +9,7 @@ Randomness never comes from global state: the clip of item ``i`` in epoch ``e`` 
 
 Bad data never ends a run. A sample whose video or captions cannot be used comes back as a :class:`SkippedSample`
 marker; :func:`collate_clips` drops markers from the batch and lists them under ``batch["skipped"]``, and a
-:class:`SkipReport` in the main process counts them by reason and prints a summary at the end::
+:class:`mmv.data.skips.SkipReport` in the main process counts them by reason and prints a summary at the end::
 
     loader = DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=collate_clips)
     report = SkipReport()
@@ -23,7 +23,6 @@ import csv
 import json
 import logging
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,12 +31,11 @@ import numpy as np
 import torch
 
 from mmv.data.audio import MelConfig, log_mel_spectrogram, num_spectrogram_frames
+from mmv.data.files import CAPTION_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
+from mmv.data.skips import SkippedSample
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".ogv", ".flv", ".3gp")
-# Caption files next to a video share its stem; the first existing extension wins.
-CAPTION_EXTENSIONS = (".vtt", ".srt", ".csv", ".json")
 _VIDEO_KEYS = ("video", "path", "video_path", "file")
 _CAPTION_KEYS = ("caption", "captions", "caption_path", "narrations", "text_path")
 
@@ -59,15 +57,6 @@ class VideoItem:
     label: int = -1
     duration: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-
-@dataclass(frozen=True)
-class SkippedSample:
-    """Marker returned instead of a sample whose data cannot be used."""
-
-    path: str
-    reason: str
-    detail: str = ""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -94,10 +83,9 @@ def scan_folder(root: str | os.PathLike, *, extensions: Sequence[str] = VIDEO_EX
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
-    wanted = {e.lower() for e in extensions}
-    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    videos = scan_files(root, extensions)
     if not videos:
-        raise ValueError(f"{root}: no video files found (extensions: {', '.join(sorted(wanted))})")
+        raise ValueError(f"{root}: no video files found (extensions: {', '.join(sorted(extensions))})")
     classes: dict[str, int] = {}
     if labels_from_subfolders:
         names = sorted({p.relative_to(root).parts[0] for p in videos if len(p.relative_to(root).parts) > 1})
@@ -507,56 +495,3 @@ def collate_clips(samples: Sequence[dict[str, Any] | SkippedSample]) -> dict[str
 def batch_size(batch: dict[str, Any]) -> int:
     """Number of (kept) samples in a collated batch; 0 when every sample was skipped."""
     return len(batch["path"]) if "path" in batch else 0
-
-
-class SkipReport:
-    """Counts skipped samples by reason in the main process and summarises them.
-
-    Feed it collated batches (:meth:`update`, or iterate through :meth:`track`); every skipped file is logged once
-    at WARNING level when first seen.
-    """
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.files: dict[str, tuple[str, str]] = {}  # path -> (reason, detail), first occurrence
-        self.samples_seen = 0
-
-    def add(self, skipped: SkippedSample) -> None:
-        self.counts[skipped.reason] += 1
-        if skipped.path not in self.files:
-            self.files[skipped.path] = (skipped.reason, skipped.detail)
-            log.warning("skipped %s [%s]: %s", skipped.path, skipped.reason, skipped.detail)
-
-    def update(self, batch: dict[str, Any]) -> None:
-        for skipped in batch.get("skipped", ()):
-            self.add(skipped)
-        self.samples_seen += batch_size(batch)
-
-    def track(self, batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Yield the non-empty batches of ``batches``, recording what was skipped."""
-        for batch in batches:
-            self.update(batch)
-            if batch_size(batch):
-                yield batch
-
-    @property
-    def num_skipped(self) -> int:
-        return sum(self.counts.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples_seen, "skipped": self.num_skipped,
-                "by_reason": dict(sorted(self.counts.items())),
-                "files": {path: reason for path, (reason, _) in sorted(self.files.items())}}
-
-    def summary(self) -> str:
-        """One line per reason, then the files (at most 20)."""
-        if not self.counts:
-            return f"{self.samples_seen} samples, none skipped"
-        lines = [f"{self.samples_seen} samples, {self.num_skipped} skipped:"]
-        lines += [f"  {reason}: {count}" for reason, count in sorted(self.counts.items())]
-        for path, (reason, _) in sorted(self.files.items())[:20]:
-            lines.append(f"    {path} [{reason}]")
-        if len(self.files) > 20:
-            lines.append(f"    ... and {len(self.files) - 20} more files")
-        return "\n".join(lines)
-

@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 # narrations nearest in time; we take that as the default and make it configurable.
 DEFAULT_NUM_NARRATIONS = 5
 
-CAPTION_EXTENSIONS = (".vtt", ".srt", ".csv", ".json")
 
 _TIMESTAMP = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$")
 _TIMING_LINE = re.compile(r"^\s*([^\s-]+)\s*-->\s*(\S+)(.*)$")

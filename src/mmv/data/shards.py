@@ -31,7 +31,8 @@ import torch
 
 from mmv.atomic import atomic_path, atomic_write_json
 from mmv.data.audio import MelConfig
-from mmv.data.datasets import (ClipBuilder, SkippedSample, VideoItem, data_error_types, item_narrations,
+from mmv.data.skips import SkippedSample, SkipReport
+from mmv.data.datasets import (ClipBuilder, VideoItem, data_error_types, item_narrations,
                                sample_generator, skip_reason)
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, Any]] = []
-    skipped: dict[str, str] = {}
+    skipped = SkipReport()
     current: _ShardFile | None = None
     written = 0
     try:
@@ -124,8 +125,7 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
             try:
                 sample = _shard_sample(item, written, root, check_videos, captions)
             except data_error_types() as err:
-                skipped[item.path] = skip_reason(err)
-                log.warning("left out %s [%s]: %s", item.path, skip_reason(err), err)
+                skipped.add(skip_reason(err), item.path, str(err))
                 continue
             if current is None:
                 current = _ShardFile(out / f"shard-{len(shards):06d}.tar")
@@ -142,10 +142,8 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     if current is not None:
         current.close()
         shards.append({"name": current.path.name, "num_samples": current.count})
-    reasons: dict[str, int] = {}
-    for reason in skipped.values():
-        reasons[reason] = reasons.get(reason, 0) + 1
-    index = {"shards": shards, "num_samples": written, "skipped": {"by_reason": reasons, "files": skipped}}
+    skipped.samples_seen = written
+    index = {"shards": shards, "num_samples": written, "skipped": skipped.as_dict()}
     atomic_write_json(out / INDEX_NAME, index)
     return index
 

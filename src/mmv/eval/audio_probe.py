@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmv.eval.datasets import AUDIO_EXTENSIONS, esc50, folder_split
+from mmv.data.files import AUDIO_EXTENSIONS
+from mmv.eval.datasets import esc50, folder_split
 from mmv.eval.features import AudioClipSpec, MediaItem, Windowing, cached_windows, embed_audio, files_key
 from mmv.eval.io import FeatureCache, model_checksum
 from mmv.eval.linear_probe import summarise_splits, fit_and_score

@@ -1,7 +1,7 @@
 """Readers for the official layouts of the evaluation datasets.
 
 Each reader returns plain lists of files with labels (or captions) and never decodes media; missing files are
-counted in a :class:`~mmv.eval.io.SkipCounter` instead of failing the run, because public copies of these datasets
+counted in a :class:`~mmv.data.skips.SkipReport` instead of failing the run, because public copies of these datasets
 are often incomplete (YouTube-sourced videos disappear).
 
 Layouts:
@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mmv.eval.io import SkipCounter
+from mmv.data.files import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
+from mmv.data.skips import SkipReport
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -55,7 +53,7 @@ class ClassificationSplit:
     classes: list[str]
     train: list[LabeledFile]
     test: list[LabeledFile]
-    skipped: SkipCounter = field(default_factory=SkipCounter)
+    skipped: SkipReport = field(default_factory=SkipReport)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -68,7 +66,7 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _keep_existing(files: list[LabeledFile], skipped: SkipCounter) -> list[LabeledFile]:
+def _keep_existing(files: list[LabeledFile], skipped: SkipReport) -> list[LabeledFile]:
     present = []
     for item in files:
         if item.path.is_file():
@@ -93,7 +91,7 @@ def ucf101_splits(root: str | Path, splits: tuple[int, ...] = (1, 2, 3)) -> list
     index = {name.lower(): i for i, name in enumerate(classes)}
     out = []
     for k in splits:
-        skipped = SkipCounter()
+        skipped = SkipReport()
         train = [_ucf_entry(line, videos, index, lists / f"trainlist0{k}.txt") for line in
                  _read_lines(lists / f"trainlist0{k}.txt")]
         test = [_ucf_entry(line, videos, index, lists / f"testlist0{k}.txt") for line in
@@ -126,7 +124,7 @@ def hmdb51_splits(
         raise FileNotFoundError(f"{split_dir}: no <class>_test_split<k>.txt files")
     out = []
     for k in splits:
-        train, test, skipped = [], [], SkipCounter()
+        train, test, skipped = [], [], SkipReport()
         for label, name in enumerate(classes):
             split_file = split_dir / f"{name}_test_split{k}.txt"
             for line in _read_lines(split_file):
@@ -142,10 +140,7 @@ def hmdb51_splits(
 
 # ---------------------------------------------------------------------------------------------- folder per class
 def _class_files(folder: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
-    return {
-        d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")
-    }
+    return {d.name: scan_files(d, extensions) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
 
 def folder_split(
@@ -206,7 +201,7 @@ class AudioFolds:
     classes: list[str]
     files: list[LabeledFile]
     folds: np.ndarray
-    skipped: SkipCounter = field(default_factory=SkipCounter)
+    skipped: SkipReport = field(default_factory=SkipReport)
 
 
 def esc50(root: str | Path) -> AudioFolds:
@@ -222,7 +217,7 @@ def esc50(root: str | Path) -> AudioFolds:
         raise ValueError(f"{meta}: expected columns {sorted(needed)}, got {sorted(rows[0]) if rows else 'nothing'}")
     names = {int(r["target"]): r["category"] for r in rows}
     classes = [names.get(i, str(i)) for i in range(max(names) + 1)]
-    files, folds, skipped = [], [], SkipCounter()
+    files, folds, skipped = [], [], SkipReport()
     for row in rows:
         path = root / "audio" / row["filename"]
         if not path.is_file():
@@ -245,7 +240,7 @@ class CaptionedClip:
     end: float | None = None
 
 
-def msrvtt_1ka(root: str | Path, skipped: SkipCounter | None = None) -> list[CaptionedClip]:
+def msrvtt_1ka(root: str | Path, skipped: SkipReport | None = None) -> list[CaptionedClip]:
     """The 1k-A test split (``MSRVTT_JSFUSION_test.csv``): 1000 videos, one sentence each."""
     root = Path(root)
     csv_path = root / "MSRVTT_JSFUSION_test.csv"
@@ -267,7 +262,7 @@ def msrvtt_1ka(root: str | Path, skipped: SkipCounter | None = None) -> list[Cap
     return clips
 
 
-def youcook2(root: str | Path, subset: str = "validation", skipped: SkipCounter | None = None) -> list[CaptionedClip]:
+def youcook2(root: str | Path, subset: str = "validation", skipped: SkipReport | None = None) -> list[CaptionedClip]:
     """Every annotated segment of ``subset`` whose video is present, with its sentence and times."""
     root = Path(root)
     ann_path = root / "youcookii_annotations_trainval.json"

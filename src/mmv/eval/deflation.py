@@ -24,9 +24,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mmv.eval.datasets import IMAGE_EXTENSIONS
+from mmv.data.files import IMAGE_EXTENSIONS, scan_files
 from mmv.eval.features import load_image
-from mmv.eval.io import SkipCounter, forget_checksum
+from mmv.data.skips import SkipReport
+from mmv.eval.io import forget_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class DeflationResult:
     l1_naive: float
     l1_trained: float
     history: list[float] = field(default_factory=list)
-    skipped: SkipCounter = field(default_factory=SkipCounter)
+    skipped: SkipReport = field(default_factory=SkipReport)
 
 
 def image_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -73,7 +74,7 @@ def image_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:
             return [root]
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: image folder not found")
-        return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        return scan_files(root, IMAGE_EXTENSIONS)
     return [Path(p) for p in root]
 
 
@@ -86,7 +87,7 @@ def bn_affine_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
-def _load_images(paths: list[Path], cfg: DeflationConfig, skipped: SkipCounter) -> torch.Tensor:
+def _load_images(paths: list[Path], cfg: DeflationConfig, skipped: SkipReport) -> torch.Tensor:
     from mmv.data.media import MediaError
 
     images = []
@@ -143,7 +144,7 @@ def train_deflated_bn(
     cfg = cfg or DeflationConfig()
     if getattr(model, "deflated", False):
         raise ValueError("train_deflated_bn needs the video model, not an already deflated one")
-    skipped = SkipCounter()
+    skipped = SkipReport()
     pixels = _load_images(image_paths(images), cfg, skipped)
     model.eval()
     device = next(model.parameters()).device

@@ -30,7 +30,8 @@ from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_
 from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
 from mmv.eval.features import AudioClipSpec, VideoClipSpec
 from mmv.atomic import atomic_path
-from mmv.eval.io import FeatureCache, SkipCounter, markdown_table, model_checksum
+from mmv.data.skips import SkipReport
+from mmv.eval.io import FeatureCache, markdown_table, model_checksum
 from mmv.eval.linear_probe import VideoProbeConfig, fit_and_score, split_features
 
 logger = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def _middle_frames(records: list[dict[str, Any]], folder: Path) -> list[Path | N
 
 
 def _task(what: str, metric: str, value: float, chance: float, detail: dict[str, Any],
-          skipped: SkipCounter) -> dict[str, Any]:
+          skipped: SkipReport) -> dict[str, Any]:
     return {"what": what, "metric": metric, "value": value, "chance": chance, "margin": value - chance,
             "detail": detail, "skipped": skipped.as_dict()}
 

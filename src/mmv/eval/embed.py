@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from mmv.eval.datasets import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from mmv.data.files import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
 from mmv.eval.features import (
     AudioClipSpec,
     MediaItem,
@@ -37,14 +37,15 @@ from mmv.eval.features import (
     embed_videos,
 )
 from mmv.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
-from mmv.eval.io import SkipCounter, model_checksum
+from mmv.data.skips import SkipReport
+from mmv.eval.io import model_checksum
 
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("video", "audio", "text", "image")
 INDEX_COLUMNS = ("file", "line", "start", "end", "text")
-_EXTENSIONS = {"video": VIDEO_EXTENSIONS, "audio": AUDIO_EXTENSIONS + VIDEO_EXTENSIONS, "image": IMAGE_EXTENSIONS,
-               "text": (".txt",)}
+_EXTENSIONS = {"video": VIDEO_EXTENSIONS, "audio": MEDIA_EXTENSIONS, "image": IMAGE_EXTENSIONS,
+               "text": TEXT_EXTENSIONS}
 
 
 @dataclass
@@ -80,15 +81,7 @@ class EmbedOptions:
 
 def collect_files(paths: Sequence[str | Path], modality: str) -> list[Path]:
     """Files given directly, plus files under given folders whose extension fits the modality (sorted)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in _EXTENSIONS[modality])
-        elif p.exists():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(out))  # drop duplicates, keep order
+    return scan_files(paths, _EXTENSIONS[modality])
 
 
 def done_files(out_dir: Path) -> set[str]:
@@ -169,7 +162,7 @@ def _write_part(out_dir: Path, number: int, rows: list[dict[str, Any]], embeddin
 
 
 def _embed_chunk(model: torch.nn.Module, files: list[Path], opts: EmbedOptions, tokenizer: Callable | None,
-                 batch_size: int, num_workers: int, progress: bool) -> tuple[list[dict], np.ndarray, SkipCounter]:
+                 batch_size: int, num_workers: int, progress: bool) -> tuple[list[dict], np.ndarray, SkipReport]:
     if opts.modality == "text":
         return _embed_text_files(model, files, opts, tokenizer)
     items = [MediaItem(f) for f in files]
@@ -193,10 +186,10 @@ def _embed_chunk(model: torch.nn.Module, files: list[Path], opts: EmbedOptions, 
     return rows, (np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)), result.skipped
 
 
-def _embed_text_files(model, files, opts, tokenizer) -> tuple[list[dict], np.ndarray, SkipCounter]:
+def _embed_text_files(model, files, opts, tokenizer) -> tuple[list[dict], np.ndarray, SkipReport]:
     if tokenizer is None:
         raise ValueError("text embeddings need the model's vocabulary (--vocab)")
-    rows, sentences, skipped = [], [], SkipCounter()
+    rows, sentences, skipped = [], [], SkipReport()
     for path in files:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -240,7 +233,7 @@ def embed_files(
     already = done_files(out_dir)
     todo = [f for f in files if str(f) not in already]
     logger.info("%d files, %d already embedded, %d to do", len(files), len(files) - len(todo), len(todo))
-    skipped, num_rows, part = SkipCounter(), 0, _next_part(out_dir)
+    skipped, num_rows, part = SkipReport(), 0, _next_part(out_dir)
     for first in range(0, len(todo), files_per_part):
         chunk = todo[first:first + files_per_part]
         rows, embeddings, chunk_skipped = _embed_chunk(model, chunk, opts, tokenizer, batch_size, num_workers,

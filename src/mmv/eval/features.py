@@ -10,7 +10,7 @@ Every protocol in :mod:`mmv.eval` goes through the functions here, and so does `
 * :func:`embed_texts` tokenises sentences with a vocabulary and runs ``model.encode_text``.
 * :func:`embed_images` loads images with Pillow and runs a (deflated) visual network on images or static clips.
 
-Unreadable files never stop a run: they are skipped and counted by reason in a :class:`~mmv.eval.io.SkipCounter`.
+Unreadable files never stop a run: they are skipped and counted by reason in a :class:`~mmv.data.skips.SkipReport`.
 Decoding runs in a ``torch.utils.data.DataLoader`` (``num_workers`` processes); the model runs in the main process
 on batches of ``batch_size`` clips.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmv.eval.io import SkipCounter
+from mmv.data.skips import SkipReport
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Embeddings:
 
     features: list[np.ndarray | None]
     windows: list[list[tuple[float, float]]]
-    skipped: SkipCounter
+    skipped: SkipReport
 
     def valid(self) -> np.ndarray:
         """Indices of the items that were embedded."""
@@ -212,7 +212,7 @@ def _run_batched(
 
     features: list[np.ndarray | None] = [None] * len(items)
     windows: list[list[tuple[float, float]]] = [[] for _ in items]
-    skipped = SkipCounter()
+    skipped = SkipReport()
     pending: list[tuple[int, np.ndarray]] = []
     parts: dict[int, list[np.ndarray]] = {}
     counts: dict[int, int] = {}
@@ -551,7 +551,7 @@ class PooledFeatures:
 
     features: np.ndarray
     valid: np.ndarray
-    skipped: SkipCounter
+    skipped: SkipReport
 
 
 @dataclass
@@ -560,7 +560,7 @@ class WindowFeatures:
 
     rows: np.ndarray
     owner: np.ndarray
-    skipped: SkipCounter
+    skipped: SkipReport
 
     def pooled(self, normalize: bool = False) -> PooledFeatures:
         """Mean over each item's windows (L2-normalised per window first when ``normalize``)."""
@@ -584,8 +584,8 @@ def cached_windows(
         embeddings = compute()
         valid = embeddings.valid()
         width = next((f.shape[1] for f in embeddings.features if f is not None), 0)
-        reasons = [r for r, files in embeddings.skipped.files.items() for _ in files]
-        paths = [p for files in embeddings.skipped.files.values() for p in files]
+        paths = list(embeddings.skipped.files)
+        reasons = [reason for reason, _ in embeddings.skipped.files.values()]
         arrays = {
             "rows": (np.concatenate([embeddings.features[i] for i in valid]) if len(valid)
                      else np.zeros((0, width))).astype(np.float32),
@@ -596,10 +596,9 @@ def cached_windows(
         }
         if cache is not None:
             cache.save(name, options, arrays)
-    skipped = SkipCounter()
+    skipped = SkipReport()
     for reason, path in zip(arrays["skipped_reason"].tolist(), arrays["skipped_path"].tolist()):
-        skipped.reasons[reason] += 1
-        skipped.files.setdefault(reason, []).append(path)
+        skipped.add(reason, path)
     return WindowFeatures(arrays["rows"], arrays["owner"].astype(np.int64), skipped)
 
 

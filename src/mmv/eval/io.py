@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -81,37 +80,6 @@ class FeatureCache:
         path = self.path(name, options)
         if path is not None:
             atomic_save_npz(path, **arrays)
-
-
-class SkipCounter:
-    """Counts skipped inputs by reason and remembers which files, for the end-of-run report."""
-
-    def __init__(self) -> None:
-        self.reasons: Counter[str] = Counter()
-        self.files: dict[str, list[str]] = {}
-
-    def add(self, reason: str, path: str | Path) -> None:
-        self.reasons[reason] += 1
-        self.files.setdefault(reason, []).append(str(path))
-        logger.warning("skipping %s: %s", path, reason)
-
-    def merge(self, other: "SkipCounter") -> None:
-        for reason, files in other.files.items():
-            for path in files:
-                self.reasons[reason] += 1
-                self.files.setdefault(reason, []).append(path)
-
-    @property
-    def total(self) -> int:
-        return sum(self.reasons.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_reason": dict(self.reasons), "files": self.files}
-
-    def summary(self) -> str:
-        if not self.total:
-            return "no files skipped"
-        return f"{self.total} files skipped (" + ", ".join(f"{r}: {n}" for r, n in self.reasons.items()) + ")"
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

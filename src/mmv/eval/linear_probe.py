@@ -38,7 +38,8 @@ from mmv.eval.features import (
     embed_videos,
     files_key,
 )
-from mmv.eval.io import FeatureCache, SkipCounter, markdown_table, model_checksum
+from mmv.data.skips import SkipReport
+from mmv.eval.io import FeatureCache, markdown_table, model_checksum
 from mmv.eval.metrics import mean_and_std, topk_accuracy
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def split_features(
     cache: FeatureCache | None,
     progress: bool = True,
     tag: str = "video",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, SkipCounter]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, SkipReport]:
     """Training features (passes stacked) and window-averaged test features of one split, cached.
 
     Returns:
@@ -89,7 +90,7 @@ def split_features(
     test_items = [MediaItem(f.path) for f in split.test]
     train_labels = np.array([f.label for f in split.train], dtype=np.int64)
     test_labels = np.array([f.label for f in split.test], dtype=np.int64)
-    skipped = SkipCounter()
+    skipped = SkipReport()
     xs, ys = [], []
     train_key = files_key(train_items)
     for p in range(cfg.train_passes):

@@ -33,7 +33,8 @@ from mmv.eval.features import (
     files_key,
     l2_normalize,
 )
-from mmv.eval.io import FeatureCache, SkipCounter, markdown_table, model_checksum
+from mmv.data.skips import SkipReport
+from mmv.eval.io import FeatureCache, markdown_table, model_checksum
 from mmv.eval.metrics import retrieval_chance, retrieval_metrics, retrieval_ranks
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _pooled(windows_features, num_items: int) -> tuple[np.ndarray, np.ndarray]:
 def clip_embeddings(
     model: torch.nn.Module, clips: Sequence[CaptionedClip], cfg: RetrievalConfig, cache: FeatureCache | None,
     modality: str, space: str, progress: bool, tag: str,
-) -> tuple[np.ndarray, np.ndarray, SkipCounter]:
+) -> tuple[np.ndarray, np.ndarray, SkipReport]:
     """Window-averaged, normalised clip embeddings of one modality/space; ``present`` marks embedded clips."""
     items = [MediaItem(c.path, c.start, c.end) for c in clips]
     windowing = Windowing("even", cfg.windows)
@@ -217,7 +218,7 @@ def _score(queries: np.ndarray, candidates: np.ndarray, groups: np.ndarray, ties
 
 def evaluate_msrvtt(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, **kwargs: Any) -> dict[str, Any]:
     """MSR-VTT 1k-A test split (``MSRVTT_JSFUSION_test.csv``)."""
-    skipped = SkipCounter()
+    skipped = SkipReport()
     clips = msrvtt_1ka(data_dir, skipped)
     result = evaluate_retrieval(model, clips, tokenizer, tag="msrvtt", **kwargs)
     result.update(dataset="msrvtt-1k-A", data=str(data_dir), missing_videos=skipped.as_dict())
@@ -226,7 +227,7 @@ def evaluate_msrvtt(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any
 
 def evaluate_youcook2(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, **kwargs: Any) -> dict[str, Any]:
     """YouCook2 validation segments (clips cut by their annotated times)."""
-    skipped = SkipCounter()
+    skipped = SkipReport()
     clips = youcook2(data_dir, "validation", skipped)
     result = evaluate_retrieval(model, clips, tokenizer, tag="youcook2", **kwargs)
     result.update(dataset="youcook2-val", data=str(data_dir), missing_videos=skipped.as_dict())

@@ -125,7 +125,8 @@ def synthetic_dataset(spec: DatasetSpec, data: DataSection, seed: int) -> Synthe
 
 def collate_with_positions(samples: list[Any]) -> dict[str, Any]:
     """:func:`mmv.data.datasets.collate_clips`, plus ``kept``: the positions (in ``samples``) of the usable ones."""
-    from mmv.data.datasets import SkippedSample, collate_clips
+    from mmv.data.datasets import collate_clips
+    from mmv.data.skips import SkippedSample
 
     batch = collate_clips(samples)
     batch["kept"] = [i for i, sample in enumerate(samples) if not isinstance(sample, SkippedSample)]
@@ -162,7 +163,7 @@ class BatchStream:
 
     def __init__(self, dataset: Dataset, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                  workers: int = 0, pin_memory: bool = False, state: dict[str, Any] | None = None) -> None:
-        from mmv.data.datasets import SkipReport
+        from mmv.data.skips import SkipReport
         from mmv.data.sampling import ResumableSampler
 
         self.dataset, self.batch_size = dataset, batch_size
@@ -210,7 +211,7 @@ class BatchStream:
                 self._epoch, self._next_position = self._epoch + 1, 0
                 self._empty_passes += 1
                 if self._empty_passes > 2:
-                    raise RuntimeError(f"no usable clip in a whole epoch; {self.report.summary()}") from None
+                    raise RuntimeError(f"no usable clip in a whole epoch; {self.report.details()}") from None
                 continue
             start = self._next_position
             self._next_position += len(batch["kept"]) + len(batch["skipped"])

@@ -173,8 +173,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stream.close()
         if created_group and info.distributed:
             dist.destroy_process_group()
-    if info.primary and stream.report.num_skipped:
-        log.warning("clips skipped by the data pipeline (rank 0):\n%s", stream.report.summary())
+    if info.primary and stream.report.total:
+        log.warning("clips skipped by the data pipeline (rank 0):\n%s", stream.report.details())
     return {"status": status, "step": state["step"], "checkpoint": str(ckpt.find_latest(run_dir)),
             "run_dir": str(run_dir), "loss": last.get("loss"), "nonfinite_steps": state["nonfinite_total"],
             "clips_per_s": logger.clips_per_s()}
@@ -451,7 +451,7 @@ class MetricLogger:
         self.window_step, self.window_time = state["step"], now
         row = {"step": state["step"], **{n: float(v) for n, v in zip(names, values.tolist())}, "lr": lr,
                "grad_norm": float(grad_norm), "clips_per_s": rate, "samples_seen": state["samples_seen"],
-               "nonfinite_total": state["nonfinite_total"], "skipped_clips": stream.report.num_skipped,
+               "nonfinite_total": state["nonfinite_total"], "skipped_clips": stream.report.total,
                "elapsed_s": now - self.start_time}
         if self.device.type == "cuda":
             row["max_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
