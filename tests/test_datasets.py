@@ -14,7 +14,7 @@ from mmv.data.audio import MelConfig
 from mmv.data.skips import SkippedSample, SkipReport
 from mmv.data.datasets import (ClipDataset, MixedDataset, VideoItem, batch_size,
                                collate_clips, read_items, read_manifest, scan_folder)
-from mmv.data.demo_corpus import encode_mp4
+from mmv.demo.corpus import encode_mp4
 from mmv.data.media import evenly_spaced_starts, probe
 from mmv.data.narrations import Narration, select_narrations, write_webvtt
 from mmv.data.sampling import ResumableSampler

@@ -22,8 +22,8 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
 from mmv.cli.main import main
-from mmv.data import demo_corpus
-from mmv.data.demo_corpus import DemoCorpusConfig, generate_demo_corpus
+from mmv.demo import corpus as demo_corpus
+from mmv.demo.corpus import DemoCorpusConfig, generate_demo_corpus
 
 SAMPLE_RATE = 16000
 FPS = 10

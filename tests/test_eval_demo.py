@@ -13,9 +13,9 @@ from mmv.cli.main import main
 @pytest.mark.slow
 def test_eval_demo_runs_every_task_with_chance(tiny_model, tmp_path, single_thread):
     import mmv
-    from mmv.data.demo_corpus import DemoCorpusConfig, corpus_records, generate_demo_corpus
+    from mmv.demo.corpus import DemoCorpusConfig, corpus_records, generate_demo_corpus
     from mmv.data.tokenizer import build_vocabulary
-    from mmv.eval.demo import caption_text
+    from mmv.demo.evaluate import caption_text
     from mmv.eval.metrics import retrieval_chance
 
     data = tmp_path / "demo"

@@ -15,7 +15,7 @@ from mmv.cli.main import main
 from mmv.data.audio import MelConfig
 from mmv.data.datasets import ClipDataset, VideoItem, collate_clips, scan_folder
 from mmv.data.skips import SkipReport
-from mmv.data.demo_corpus import encode_mp4
+from mmv.demo.corpus import encode_mp4
 from mmv.data.narrations import Narration, write_webvtt
 from mmv.data.shards import ShardDataset, expand_urls, write_shards
 

@@ -134,7 +134,7 @@ def test_sigterm_finishes_the_step_and_writes_a_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_training_on_demo_videos(tmp_path):
-    from mmv.data.demo_corpus import DemoCorpusConfig, generate_demo_corpus
+    from mmv.demo.corpus import DemoCorpusConfig, generate_demo_corpus
     from mmv.data.narrations import read_narrations
     from mmv.data.tokenizer import build_vocabulary
 

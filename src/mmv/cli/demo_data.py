@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from mmv.data.demo_corpus import generate_demo_corpus
+    from mmv.demo.corpus import generate_demo_corpus
 
     began = time.perf_counter()
     try:

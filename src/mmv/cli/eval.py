@@ -122,7 +122,7 @@ def _dispatch(args: argparse.Namespace, model: Any, cache: Path | None) -> tuple
     common = {"cache_dir": cache, "progress": not args.no_progress}
     task = args.task
     if task == "demo":
-        from mmv.eval.demo import DemoEvalConfig, demo_table, evaluate_demo
+        from mmv.demo.evaluate import DemoEvalConfig, demo_table, evaluate_demo
 
         from mmv.eval.io import mel_config_from_training, training_data_settings
 

@@ -1,5 +1,5 @@
 """Data: decoding, audio features, video transforms, narrations, tokenizer, word vectors; datasets, shards,
-speech recognition and the demo corpus live in their own modules (mmv.data.datasets, .shards, .asr, .demo_corpus)."""
+speech recognition and the demo corpus live in their own modules (mmv.data.datasets, .shards, .asr; the demo corpus is mmv.demo.corpus)."""
 from mmv.data.audio import MelConfig as MelConfig
 from mmv.data.audio import log_mel_spectrogram as log_mel_spectrogram
 from mmv.data.audio import num_spectrogram_frames as num_spectrogram_frames

@@ -1,7 +1,7 @@
 """Settings of ``mmv demo``: the corpus to generate, the tiny model, how long to train and how to evaluate.
 
 One :class:`DemoConfig` describes a demo run. It produces the :class:`mmv.train.config.TrainConfig` of each model
-it trains (:meth:`DemoConfig.train_config`) and the :class:`mmv.eval.demo.DemoEvalConfig` of their evaluation
+it trains (:meth:`DemoConfig.train_config`) and the :class:`mmv.demo.evaluate.DemoEvalConfig` of their evaluation
 (:meth:`DemoConfig.eval_config`), so training and evaluation always see the same clips (frames, frame rate,
 crop, audio rate, mel settings).
 
@@ -53,7 +53,7 @@ class DemoConfig:
         num_train: training videos of the generated corpus.
         num_test: held-out videos (unseen handwriting) for every evaluation.
         corpus_seed: seed of the corpus (the same seed and sizes reuse a corpus already on disk).
-        corpus: :class:`mmv.data.demo_corpus.DemoCorpusConfig` fields that differ from its defaults.
+        corpus: :class:`mmv.demo.corpus.DemoCorpusConfig` fields that differ from its defaults.
         model: a registered tiny model: ``mmv_tiny_s3dg_x2`` (S3D-G at 1/4 width, the default), ``mmv_tiny_s3dg``
             (1/8 width: too narrow to learn the demo clips in a few hundred steps) or ``mmv_tiny_tsm``.
         num_frames: frames per training clip (sampled at ``fps``).
@@ -122,8 +122,8 @@ class DemoConfig:
         return dataclasses.replace(self, **changes)
 
     def corpus_config(self) -> Any:
-        """The :class:`mmv.data.demo_corpus.DemoCorpusConfig` of the corpus this demo generates."""
-        from mmv.data.demo_corpus import DemoCorpusConfig
+        """The :class:`mmv.demo.corpus.DemoCorpusConfig` of the corpus this demo generates."""
+        from mmv.demo.corpus import DemoCorpusConfig
 
         return DemoCorpusConfig.from_dict({**DemoCorpusConfig().to_dict(), **self.corpus})
 
@@ -178,8 +178,8 @@ class DemoConfig:
                          n_mels=self.num_mel_bins, fmin=80.0, fmax=self.sample_rate() / 2 * 0.95)
 
     def eval_config(self) -> Any:
-        """The :class:`mmv.eval.demo.DemoEvalConfig` matching the training clips."""
-        from mmv.eval.demo import DemoEvalConfig
+        """The :class:`mmv.demo.evaluate.DemoEvalConfig` matching the training clips."""
+        from mmv.demo.evaluate import DemoEvalConfig
 
         return DemoEvalConfig(num_frames=self.num_frames, fps=self.fps, crop=self.crop,
                               train_passes=self.train_passes, test_windows=self.test_windows,

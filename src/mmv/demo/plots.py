@@ -2,7 +2,7 @@
 
 The figure functions take plain arrays, so they can be drawn from any results; :func:`demo_figures` gathers the
 arrays from a trained model and the held-out corpus. Embeddings come from the evaluation's feature cache (the same
-windows and options as :func:`mmv.eval.demo.evaluate_demo`), so drawing costs almost no extra compute.
+windows and options as :func:`mmv.demo.evaluate.evaluate_demo`), so drawing costs almost no extra compute.
 """
 from __future__ import annotations
 
@@ -188,9 +188,9 @@ def _retrieval_embeddings(model: Any, cfg: Any, data_dir: Path, vocab: Path, cac
     Text rows are the on-topic narrations (the retrieval queries of the evaluation); video rows are every held-out
     video, embedded with the evaluation's retrieval settings so that its cached features are reused.
     """
-    from mmv.data.demo_corpus import corpus_records, read_corpus
+    from mmv.demo.corpus import corpus_records, read_corpus
     from mmv.eval.datasets import CaptionedClip
-    from mmv.eval.demo import caption_text
+    from mmv.demo.evaluate import caption_text
     from mmv.eval.features import VideoClipSpec, embed_texts, l2_normalize
     from mmv.eval.io import FeatureCache, load_tokenizer, model_checksum
     from mmv.eval.retrieval import RetrievalConfig, clip_embeddings

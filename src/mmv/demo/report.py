@@ -21,7 +21,7 @@ __all__ = ["SUMMARY_TASKS", "TABLE_TASKS", "comparison_results", "comparison_tab
            "demo_results", "findings", "mean_std", "run_record", "summary_rows", "terminal_summary",
            "write_comparison_report", "write_demo_report"]
 
-# Task key of mmv.eval.demo -> label in the summary, in the order of issue 6's "Must show".
+# Task key of mmv.demo.evaluate -> label in the summary, in the order of issue 6's "Must show".
 SUMMARY_TASKS: dict[str, str] = {
     "video_probe": "video linear probe (class)",
     "audio_probe": "audio linear probe (class)",

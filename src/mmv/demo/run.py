@@ -2,11 +2,11 @@
 
 Stages of :func:`run_demo` (each announced on the terminal, long ones with tqdm bars):
 
-1. **corpus**: :func:`mmv.data.demo_corpus.generate_demo_corpus` into ``OUT/corpus`` (reused when it is already
+1. **corpus**: :func:`mmv.demo.corpus.generate_demo_corpus` into ``OUT/corpus`` (reused when it is already
    there with the same parameters);
 2. **vocabulary**: the words of the *training* narrations (:func:`mmv.data.tokenizer.build_vocabulary`);
 3. **train**: :func:`mmv.train.loop.train` on the training videos (a finished run with the same config is reused);
-4. **evaluate**: :func:`mmv.eval.demo.evaluate_demo` on the held-out videos;
+4. **evaluate**: :func:`mmv.demo.evaluate.evaluate_demo` on the held-out videos;
 5. **report**: ``report.md``, ``results.json`` and the PNG figures (:mod:`mmv.demo.report`, :mod:`mmv.demo.plots`).
 
 :func:`run_compare` repeats stages 3-4 for the five variants of the paper's Table 1 over several seeds.
@@ -89,7 +89,7 @@ def prepare_corpus(cfg: DemoConfig, data_dir: Path, progress: bool = True) -> di
     A corpus made with other parameters (an earlier ``--quick`` run, say) is replaced: ``data_dir`` belongs to
     the demo's output folder.
     """
-    from mmv.data.demo_corpus import generate_demo_corpus
+    from mmv.demo.corpus import generate_demo_corpus
 
     return generate_demo_corpus(data_dir, num_train=cfg.num_train, num_test=cfg.num_test, seed=cfg.corpus_seed,
                                 config=cfg.corpus_config(), overwrite=True, progress=progress)
@@ -97,9 +97,9 @@ def prepare_corpus(cfg: DemoConfig, data_dir: Path, progress: bool = True) -> di
 
 def build_vocab(data_dir: Path, path: Path, max_size: int) -> Path:
     """Writes the vocabulary of the training narrations (never the held-out ones) to ``path``."""
-    from mmv.data.demo_corpus import corpus_records
+    from mmv.demo.corpus import corpus_records
     from mmv.data.tokenizer import build_vocabulary
-    from mmv.eval.demo import caption_text
+    from mmv.demo.evaluate import caption_text
 
     texts = [caption_text(record["caption_path"]) for record in corpus_records(data_dir, "train")]
     vocab = build_vocabulary(texts, max_size=max_size)
@@ -181,8 +181,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def evaluate_model(model: Any, cfg: DemoConfig, data_dir: Path, vocab: Path, cache_dir: Path, seed: int,
                    progress: bool = True) -> dict[str, Any]:
-    """Every protocol of :func:`mmv.eval.demo.evaluate_demo` on the held-out videos."""
-    from mmv.eval.demo import evaluate_demo
+    """Every protocol of :func:`mmv.demo.evaluate.evaluate_demo` on the held-out videos."""
+    from mmv.demo.evaluate import evaluate_demo
     from mmv.eval.io import load_tokenizer
 
     tokenizer = load_tokenizer(vocab, max_words=cfg.max_words)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mmv.data.demo_corpus import corpus_records
+from mmv.demo.corpus import corpus_records
 from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_folds
 from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
 from mmv.eval.features import AudioClipSpec, VideoClipSpec
@@ -83,7 +83,7 @@ def caption_text(path: Path | None) -> str:
 
 
 def _settings(data_dir: Path, cfg: DemoEvalConfig) -> tuple[VideoClipSpec, AudioClipSpec, dict[str, Any]]:
-    from mmv.data.demo_corpus import read_corpus
+    from mmv.demo.corpus import read_corpus
 
     corpus = read_corpus(data_dir)
     params = corpus["parameters"]["config"]
