@@ -19,9 +19,8 @@ from mmv.data.asr import (
     get_backend,
     group_words,
     list_backends,
-    load_audio,
 )
-from mmv.data.media import MediaError
+from mmv.data.media import MediaError, decode_audio
 from mmv.data.narrations import Narration, read_narrations
 
 SENTENCE = "one two three four five six seven eight nine ten"
@@ -151,17 +150,17 @@ def test_whisper_backend_converts_engine_segments(monkeypatch):
 # ----------------------------------------------------------------------------------------------------- audio files
 
 
-def test_load_audio_matches_the_encoded_signal(tmp_path, synthetic_media):
+def test_decode_audio_of_a_whole_file_matches_the_encoded_signal(tmp_path, synthetic_media):
     spec = synthetic_media.write_video(tmp_path / "pcm.mkv", codec="libx264", fps=10, num_frames=20,
                                        audio_codec="pcm_s16le", audio_rate=44100)
-    waveform = load_audio(spec.path, 16000)
+    waveform = decode_audio(spec.path, sample_rate=16000)
     assert waveform.dtype == np.float32 and abs(len(waveform) - 16000 * spec.audio_duration) <= 16
     t = np.arange(len(waveform)) / 16000
     inner = slice(160, len(waveform) - 160)  # the resampling filter's edges
     np.testing.assert_allclose(waveform[inner], synthetic_media.audio_signal(t)[inner], atol=0.01)
 
 
-def test_load_audio_errors_have_reasons(tmp_path, synthetic_media):
+def test_decode_audio_errors_have_reasons(tmp_path, synthetic_media):
     no_audio = synthetic_media.write_video(tmp_path / "silent.mp4", codec="libx264", fps=10, num_frames=5,
                                            audio_codec=None).path
     (tmp_path / "text.mp4").write_text("not a video\n" * 10)
@@ -169,7 +168,7 @@ def test_load_audio_errors_have_reasons(tmp_path, synthetic_media):
     for name, reason in [("silent.mp4", "no_audio"), ("text.mp4", "not_media"), ("empty.mp4", "empty"),
                          ("missing.mp4", "missing")]:
         with pytest.raises(MediaError) as info:
-            load_audio(tmp_path / name)
+            decode_audio(tmp_path / name)
         assert info.value.reason == reason and name in str(info.value)
     assert no_audio.exists()
 

@@ -153,17 +153,25 @@ def test_default_model_is_the_s3dg_at_a_quarter_width() -> None:
     assert min(widths) == 4
 
 
-def test_evaluation_sees_the_training_clips() -> None:
-    """Frames, frame rate, crop, sample rate and log-mel settings are the same in training and evaluation."""
-    from mmv.train.data import mel_config
+@pytest.mark.slow
+def test_the_demo_model_carries_its_training_clips(quick_demo: Path) -> None:
+    """The model the demo writes records the clips it was trained on, and the evaluation used exactly those."""
+    import mmv
+    from mmv.data.tokenizer import Vocabulary
+    from mmv.preprocess import Preprocess
 
-    demo = DemoConfig()
-    train = demo.train_config(data_dir="d", vocab="v", out_dir="o").data
-    evaluation = demo.eval_config()
-    assert (evaluation.num_frames, evaluation.fps, evaluation.crop) == (train.num_frames, train.fps, train.crop)
-    assert train.min_resize == train.crop  # whole frames in both (evaluation resizes the short side to the crop)
-    assert evaluation.sample_rate == train.sample_rate == demo.corpus_config().sample_rate
-    assert evaluation.mel_config == mel_config(train)
+    quick = DemoConfig.quick()
+    train = quick.train_config(data_dir=str(quick_demo / "corpus"), vocab=str(quick_demo / "vocab.txt"),
+                               out_dir="o").data
+    model = mmv.load(quick_demo / "model")
+    expected = Preprocess.from_training_data(train)
+    assert model.preprocess == expected and model.preprocess.source == "training"
+    assert (expected.video.num_frames, expected.video.fps, expected.video.crop) == (quick.num_frames, quick.fps,
+                                                                                    quick.crop)
+    assert expected.audio.mel.fmax == quick.sample_rate() / 2 * 0.95  # the demo's own mel edge, not the default
+    assert model.preprocess.text.vocabulary == Vocabulary.load(quick_demo / "vocab.txt")
+    results = json.loads((quick_demo / "results.json").read_text())
+    assert results["evaluation"]["options"]["preprocess"] == expected.to_dict(include_vocabulary=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,9 +20,11 @@ from eval_fixtures import (  # noqa: F401
 )
 from mmv.cli.main import main
 from mmv.eval.embed import EmbedOptions, embed_files, read_embeddings
-from mmv.eval.features import AudioClipSpec, VideoClipSpec, Windowing
+from mmv.data.audio import MelConfig
+from mmv.data.windows import Windowing
+from mmv.preprocess import AudioPreprocess, Preprocess, VideoPreprocess
 
-SPEC = VideoClipSpec(num_frames=8, fps=10, min_resize=32, crop_size=32)
+SPEC = Preprocess(video=VideoPreprocess(num_frames=8, fps=10, min_resize=32, crop=32))
 
 
 def _has_pyarrow() -> bool:
@@ -53,7 +55,7 @@ def saved_model(tiny_model, tmp_path_factory) -> Path:
 
 
 def test_embed_videos_windows_index_and_resume(media, tiny_model, tmp_path, single_thread):
-    opts = EmbedOptions(modality="video", space="vt", windowing=Windowing("even", 2), video=SPEC)
+    opts = EmbedOptions(modality="video", space="vt", windowing=Windowing("even", 2), preprocess=SPEC)
     out = tmp_path / "emb"
     report = embed_files(tiny_model, [media / "videos"], out, opts, files_per_part=2, progress=False)
     assert report["files"] == 4 and report["embedded"] == 3 and report["rows_written"] == 6
@@ -76,12 +78,12 @@ def test_embed_videos_windows_index_and_resume(media, tiny_model, tmp_path, sing
     assert again["already_embedded"] == 3 and again["rows_written"] == 0
     assert len(read_embeddings(out)[0]) == 6
     with pytest.raises(ValueError, match="other settings"):
-        embed_files(tiny_model, [media / "videos"], out, EmbedOptions(modality="video", space="va", video=SPEC),
+        embed_files(tiny_model, [media / "videos"], out, EmbedOptions(modality="video", space="va", preprocess=SPEC),
                     progress=False)
 
 
 def test_embed_resume_after_interruption(media, tiny_model, tmp_path, single_thread):
-    opts = EmbedOptions(modality="video", space="repr", windowing=Windowing("one"), video=SPEC)
+    opts = EmbedOptions(modality="video", space="repr", windowing=Windowing("one"), preprocess=SPEC)
     out = tmp_path / "emb"
     files = sorted((media / "videos").glob("clip*.mp4"))
     embed_files(tiny_model, files[:1], out, opts, files_per_part=1, progress=False)  # an "interrupted" first run
@@ -93,7 +95,7 @@ def test_embed_resume_after_interruption(media, tiny_model, tmp_path, single_thr
 
 def test_embed_audio_and_text(media, tiny_model, tmp_path, single_thread):
     opts = EmbedOptions(modality="audio", space="va", windowing=Windowing("sliding", stride=0.5),
-                        audio=AudioClipSpec(seconds=1.0, sample_rate=16000))
+                        preprocess=Preprocess(audio=AudioPreprocess(1.0, MelConfig(sample_rate=16000, n_fft=683, hop_length=341))))
     report = embed_files(tiny_model, [media / "sounds" / "tone.wav", media / "videos" / "clip1.mp4"], tmp_path / "a",
                          opts, progress=False)
     rows, emb = read_embeddings(tmp_path / "a")
@@ -155,16 +157,3 @@ def test_cli_embed_eval_and_deflate(media, saved_model, tmp_path, single_thread)
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["eval", "ucf101", "--model", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 1
     assert "neither a saved model" in capsys.readouterr().err
-
-
-def test_training_settings_are_read_from_a_trained_model(tiny_model, tmp_path):
-    import mmv
-    from mmv.eval.io import mel_config_from_training, training_data_settings
-
-    data = {"num_frames": 16, "fps": 10.0, "crop": 56, "min_resize": 64, "sample_rate": 16000, "stft_window": 512,
-            "stft_hop": 256, "num_mel_bins": 40, "vocab": "vocab.txt"}
-    path = mmv.save(tiny_model, tmp_path / "trained", extra={"train_config": {"data": data}})
-    assert training_data_settings(path) == data
-    mel = mel_config_from_training(data)
-    assert (mel.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels) == (16000, 512, 256, 40)
-    assert training_data_settings(mmv.save(tiny_model, tmp_path / "plain")) == {}

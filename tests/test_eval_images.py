@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from eval_fixtures import single_thread, tiny_model, write_image  # noqa: F401
+from mmv.preprocess import ImagePreprocess
 from mmv.eval.datasets import VOC_CLASSES, voc2007
 from mmv.eval.deflation import DeflationConfig, bn_affine_parameters, train_deflated_bn
 from mmv.eval.images import ImageEvalConfig, evaluate_image_folder, evaluate_voc2007, image_table, voc_map
 
-CFG = ImageEvalConfig(size=32, crop=32, static_frames=4, C=1.0)
+CFG = ImageEvalConfig(spec=ImagePreprocess(32, 32), static_frames=4, C=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +54,21 @@ def _copy(model):
 
 
 def _reference_features(net, paths, static_frames=None) -> np.ndarray:
-    """Independent preprocessing: Pillow bilinear resize of the short side to 32, centre crop 32, [0, 1] floats."""
+    """Independent preprocessing: Pillow decoding, torch's antialiased bilinear resize of the short side to 32
+    (long side rounded down), centre crop 32, [0, 1] floats."""
+    import torch.nn.functional as F
     from PIL import Image
 
     images = []
     for path in paths:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            w, h = image.size
-            image = image.resize((round(w * 32 / min(w, h)), round(h * 32 / min(w, h))), Image.BILINEAR)
-            left, top = (image.size[0] - 32) // 2, (image.size[1] - 32) // 2
-            images.append(np.asarray(image.crop((left, top, left + 32, top + 32))))
+            pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float()
+        h, w = pixels.shape[-2:]
+        size = (32, w * 32 // h) if h <= w else (h * 32 // w, 32)
+        resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        resized = resized.round().clamp(0, 255)[0].permute(1, 2, 0)
+        top, left = (resized.shape[0] - 32) // 2, (resized.shape[1] - 32) // 2
+        images.append(resized[top:top + 32, left:left + 32].to(torch.uint8).numpy())
     x = torch.from_numpy(np.stack(images)).float() / 255
     if static_frames:
         x = x[:, None].expand(-1, static_frames, -1, -1, -1)

@@ -9,10 +9,11 @@ import pytest
 
 from eval_fixtures import make_esc50, make_hmdb51, make_ucf101, single_thread, tiny_model  # noqa: F401
 from mmv.eval.datasets import esc50, hmdb51_splits, ucf101_splits
-from mmv.eval.features import AudioClipSpec, VideoClipSpec
+from mmv.data.audio import MelConfig
+from mmv.preprocess import AudioPreprocess, VideoPreprocess
 from mmv.eval.linear_probe import VideoProbeConfig, evaluate_video_probe, fit_and_score, split_features
 
-SPEC = VideoClipSpec(num_frames=8, fps=10, min_resize=32, crop_size=32)
+SPEC = VideoPreprocess(num_frames=8, fps=10, min_resize=32, crop=32)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_esc50_five_fold_probe(datasets, tiny_model, tmp_path, single_thread):
 
     data = esc50(datasets["esc"])
     assert data.classes == ["class0", "class1", "class2"] and sorted(set(data.folds.tolist())) == [1, 2, 3, 4, 5]
-    cfg = AudioProbeConfig(spec=AudioClipSpec(seconds=1.0, sample_rate=16000), windows=3, C=1.0)
+    cfg = AudioProbeConfig(spec=AudioPreprocess(1.0, MelConfig(sample_rate=16000, n_fft=683, hop_length=341)), windows=3, C=1.0)
     result = evaluate_esc50(tiny_model, datasets["esc"], cfg=cfg, cache_dir=tmp_path, progress=False)
     assert set(result["splits"]) == {f"fold{k}" for k in range(1, 6)}
     for fold in result["splits"].values():

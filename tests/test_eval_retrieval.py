@@ -9,11 +9,15 @@ import torch
 
 from eval_fixtures import make_msrvtt, make_youcook2, single_thread, tiny_model  # noqa: F401
 from mmv.eval.datasets import msrvtt_1ka, youcook2
-from mmv.eval.features import MediaItem, VideoClipSpec, Windowing, embed_videos
+from mmv.data.audio import MelConfig
+from mmv.data.windows import MediaItem, Windowing
+from mmv.eval.features import embed_videos
+from mmv.preprocess import AudioPreprocess, VideoPreprocess
 from mmv.data.skips import SkipReport
 from mmv.eval.retrieval import RetrievalConfig, evaluate_msrvtt, evaluate_youcook2
 
-SPEC = VideoClipSpec(num_frames=8, fps=10, min_resize=32, crop_size=32)
+SPEC = VideoPreprocess(num_frames=8, fps=10, min_resize=32, crop=32)
+AUDIO = AudioPreprocess(0.8, MelConfig(sample_rate=16000, n_fft=683, hop_length=341))
 
 
 def word_ids(sentences: list[str]) -> np.ndarray:
@@ -58,7 +62,7 @@ def _reference_video_embeddings(model, paths, windows: int) -> np.ndarray:
 
 def test_msrvtt_text_to_video_ranks_match_brute_force(msrvtt, tiny_model, tmp_path, single_thread):
     # batch_size=1: each window runs alone, so the duplicated video's embedding is bit-identical to video0's.
-    cfg = RetrievalConfig(spec=SPEC, windows=2, audio_rate=16000, ties="pessimistic", batch_size=1)
+    cfg = RetrievalConfig(spec=SPEC, windows=2, audio=AUDIO, ties="pessimistic", batch_size=1)
     result = evaluate_msrvtt(tiny_model, msrvtt, word_ids, cfg=cfg, directions=["text->video"], cache_dir=tmp_path,
                              progress=False)
     assert result["num_clips"] == 5 and result["missing_videos"]["total"] == 1
@@ -90,7 +94,7 @@ def test_identical_videos_tie_and_tie_rule_is_applied(msrvtt, tiny_model, tmp_pa
 
 
 def test_msrvtt_audio_directions(msrvtt, tiny_model, tmp_path, single_thread):
-    cfg = RetrievalConfig(spec=SPEC, windows=2, audio_rate=16000, batch_size=1)
+    cfg = RetrievalConfig(spec=SPEC, windows=2, audio=AUDIO, batch_size=1)
     result = evaluate_msrvtt(tiny_model, msrvtt, word_ids, cfg=cfg, directions=["text->audio", "audio->video"],
                              cache_dir=tmp_path, progress=False)
     for direction in ("text->audio", "audio->video"):

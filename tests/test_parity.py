@@ -2,12 +2,15 @@
 checkpoint, convert with ``mmv convert``, load with ``mmv.load``, run the stored inputs, compare all outputs."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import mmv
 from mmv.cli.main import main as cli_main
+from mmv.preprocess import Preprocess
 from official_params import MODEL_NAMES, io_path, make_official_params, tree_path
 from released_pickle import write_released_checkpoint
 
@@ -30,6 +33,10 @@ def test_released_checkpoint_parity(name: str, tmp_path) -> None:
 
     model = mmv.load(out_dir)
     assert not model.training
+    # mmv convert records the released settings: the released UCF101 protocol's clips, the paper's audio.
+    assert model.preprocess == Preprocess.released() and model.preprocess.assumed == ()
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["preprocess"]["video"]["fps"] == 12.5 and config["preprocess"]["audio"]["mel"]["n_mels"] == 80
     io = np.load(io_path(name))
     with torch.inference_mode():
         out = model(

@@ -1,11 +1,17 @@
-"""Our model format: safetensors weights plus a JSON config that fully describes the architecture.
+"""Our model format: safetensors weights plus a JSON description of the architecture and its preprocessing.
 
 Two equivalent forms, both read by :func:`load`:
 
-* a directory with ``model.safetensors`` and ``config.json`` (what ``mmv convert`` and ``mmv train`` write);
-* a single ``.safetensors`` file whose metadata holds the same JSON under the key ``"mmv"``.
+* a folder with ``model.safetensors``, ``config.json`` and, when the model has a word vocabulary, ``vocab.json``
+  (what ``mmv convert`` and ``mmv train`` write);
+* a single ``.safetensors`` file whose metadata holds the same JSON under the key ``"mmv"`` (and the vocabulary
+  under ``"mmv_vocabulary"``).
 
-Nothing is unpickled: safetensors stores raw tensors, the config is JSON.
+The description holds the architecture (``config``), the preprocessing the model expects (``preprocess``, see
+:mod:`mmv.preprocess`; the vocabulary is recorded there by size and SHA-256, and checked on load), and whatever the
+writer adds (``source`` for converted models, ``train_config`` and ``step`` for trained ones).
+
+Nothing is unpickled: safetensors stores raw tensors, the description is JSON.
 """
 from __future__ import annotations
 
@@ -16,42 +22,66 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+
 from . import __version__
 from .atomic import atomic_save_safetensors, atomic_write_bytes
 from .models.mmv import MMV, MMVConfig, deflate
+from .preprocess import VOCAB_FILE, Preprocess, preprocess_of_description, vocabulary_sha256
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+VOCAB_METADATA_KEY = "mmv_vocabulary"
 FORMAT_VERSION = 1
 
 
-def model_description(model: MMV, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_description(model: MMV, extra: dict[str, Any] | None = None,
+                      preprocess: Preprocess | None = None) -> dict[str, Any]:
     """The JSON stored with the weights."""
+    preprocess = preprocess or getattr(model, "preprocess", None) or Preprocess()
     return {
         "format": "mmv",
         "format_version": FORMAT_VERSION,
         "mmv_version": __version__,
         "config": model.cfg.to_dict(),
         "deflated": model.deflated,
+        "preprocess": preprocess.to_dict(),
         **(extra or {}),
     }
 
 
-def save(model: MMV, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Saves ``model`` to a directory (``model.safetensors`` + ``config.json``) or to one ``.safetensors`` file.
+def save(model: MMV, path: str | os.PathLike, extra: dict[str, Any] | None = None,
+         preprocess: Preprocess | None = None) -> Path:
+    """Saves ``model`` to a folder (``model.safetensors`` + ``config.json`` [+ ``vocab.json``]) or to one
+    ``.safetensors`` file.
 
-    ``extra`` (JSON-serialisable) is stored beside the config, e.g. the source checkpoint or the vocabulary path.
-    Files are written atomically (temporary file, then rename).
+    Args:
+        model: The model.
+        path: A folder, or a file name ending in ``.safetensors``.
+        extra: JSON-serialisable facts stored beside the config (e.g. the source checkpoint, the training config).
+        preprocess: The preprocessing to store; default ``model.preprocess``.
+
+    Files are written atomically (temporary file, then rename); the weights and vocabulary before the description.
     """
     path = Path(path)
-    description = model_description(model, extra)
+    preprocess = preprocess or getattr(model, "preprocess", None) or Preprocess()
+    description = model_description(model, extra, preprocess)
+    vocabulary = preprocess.text.vocabulary
+    metadata = {"mmv": json.dumps(description)}
     if path.suffix == ".safetensors":
-        atomic_save_safetensors(model.state_dict(), path, metadata={"mmv": json.dumps(description)})
+        if vocabulary is not None:
+            metadata[VOCAB_METADATA_KEY] = _vocabulary_json(vocabulary)
+        atomic_save_safetensors(model.state_dict(), path, metadata=metadata)
         return path
     path.mkdir(parents=True, exist_ok=True)
-    atomic_save_safetensors(model.state_dict(), path / WEIGHTS_NAME, metadata={"mmv": json.dumps(description)})
+    atomic_save_safetensors(model.state_dict(), path / WEIGHTS_NAME, metadata=metadata)
+    if vocabulary is not None:
+        atomic_write_bytes(path / VOCAB_FILE, _vocabulary_json(vocabulary).encode("utf-8"))
     atomic_write_bytes(path / CONFIG_NAME, (json.dumps(description, indent=2) + "\n").encode())
     return path
+
+
+def _vocabulary_json(vocabulary: Any) -> str:
+    return json.dumps({word: index for index, word in enumerate(vocabulary.words)}, ensure_ascii=False, indent=0)
 
 
 def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
@@ -69,18 +99,60 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{config}: invalid JSON ({err})") from err
         path = weights
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    metadata = _metadata(path)
     if "mmv" not in metadata:
         raise ValueError(f"{path}: safetensors file without an mmv config (metadata key 'mmv')")
     return json.loads(metadata["mmv"]), path
 
 
+def _metadata(weights: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
+
+
+def read_vocabulary(path: str | os.PathLike, description: dict[str, Any], weights: Path) -> Any:
+    """The vocabulary stored with a model (None when it has none), checked against the recorded size and SHA-256.
+
+    Raises:
+        ValueError: The vocabulary is missing or does not match its record (the message names the file).
+    """
+    from mmv.data.tokenizer import Vocabulary
+
+    record = (description.get("preprocess") or {}).get("text", {}).get("vocabulary")
+    if not record:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        source = path / record.get("file", VOCAB_FILE)
+        if not source.is_file():
+            raise ValueError(f"{source}: missing; the model's config.json records a vocabulary of "
+                             f"{record.get('size')} words there")
+        vocabulary = Vocabulary.load(source)
+    else:
+        source = weights
+        text = _metadata(weights).get(VOCAB_METADATA_KEY)
+        if text is None:
+            raise ValueError(f"{weights}: the description records a vocabulary but the file holds none")
+        try:
+            vocabulary = Vocabulary.from_json(text)
+        except ValueError as err:
+            raise ValueError(f"{weights}: the stored vocabulary is not readable: {err}") from None
+    if len(vocabulary) != record.get("size") or vocabulary_sha256(vocabulary) != record.get("sha256"):
+        raise ValueError(f"{source}: the vocabulary does not match the one recorded with the model "
+                         f"({len(vocabulary)} words, expected {record.get('size')}; or a different checksum)")
+    return vocabulary
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MMV:
-    """Loads a model saved by :func:`save` (or written by ``mmv convert`` / ``mmv train``), in eval mode."""
+    """Loads a model saved by :func:`save` (or written by ``mmv convert`` / ``mmv train``), in eval mode.
+
+    The result carries its preprocessing as ``model.preprocess`` (:class:`mmv.preprocess.Preprocess`). A model
+    saved by an earlier version, without it, gets it from what its description holds (its training config, or the
+    released settings for a converted model), with a warning that names what had to be assumed.
+    """
     description, weights = read_description(path)
     if description.get("format") != "mmv":
         raise ValueError(f"{path}: not an mmv model description")
@@ -96,4 +168,6 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> M
             f"{weights}: weights do not match the stored config; missing {result.missing_keys[:20]}, "
             f"unexpected {result.unexpected_keys[:20]}"
         )
+    vocabulary = read_vocabulary(path, description, weights)
+    model.preprocess = preprocess_of_description(description, vocabulary, where=str(path))
     return model.to(map_location).eval()

@@ -6,13 +6,19 @@ page fault for every page it touches again: writing 100 MB into new memory took 
 memory already mapped. Two settings remove most of that cost:
 
 * ``THP_MEM_ALLOC_ENABLE=1``: PyTorch backs large CPU tensors with transparent huge pages (512x fewer faults).
-  torch reads it once, at import, so ``import mmv`` sets it when torch is not imported yet (see ``mmv/__init__``).
+  torch reads it once, at import, so it must be set before ``import torch``.
 * :func:`reuse_freed_memory`: glibc serves every block from its heap and never trims it, so the memory freed by
-  one forward pass is reused by the next one without faults. The ``mmv`` command calls it at start; call it
-  yourself in an inference script. It is process-wide and keeps the process at its peak memory, which is why
-  importing the library does not do it.
+  one forward pass is reused by the next one without faults. It keeps the process at its peak memory.
 
-``benchmarks/bench_models.py`` measures both (its ``no_hugepages`` and ``default_malloc`` rows).
+Both are process-wide, so ``import mmv`` sets neither: the ``mmv`` command turns both on at start, and a library
+user opts in with one call, before torch is imported (``mmv.load`` and ``mmv.create_model`` import it)::
+
+    import mmv
+    mmv.runtime.use_fast_cpu_settings()  # {"huge_pages": True, "reuse_freed_memory": True}
+    import torch
+
+``THP_MEM_ALLOC_ENABLE=0`` or ``MMV_REUSE_FREED_MEMORY=0`` in the environment turns one of them off, for the
+command too. ``benchmarks/bench_models.py`` measures both (its ``no_hugepages`` and ``default_malloc`` rows).
 """
 from __future__ import annotations
 
@@ -20,8 +26,9 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sys
 
-__all__ = ["reuse_freed_memory"]
+__all__ = ["reuse_freed_memory", "use_fast_cpu_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _applied = False
+# Whether huge pages were requested before torch was imported (by a call of use_fast_cpu_settings), so that a later
+# call still reports them as in effect.
+_huge_pages = False
 
 
 def reuse_freed_memory() -> bool:
@@ -56,3 +66,22 @@ def reuse_freed_memory() -> bool:
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     log.debug("glibc heap keeps freed memory: %s", _applied)
     return _applied
+
+
+def use_fast_cpu_settings() -> dict[str, bool]:
+    """Turns on the ``mmv`` command's CPU settings in this process: huge pages and :func:`reuse_freed_memory`.
+
+    Call it before ``import torch`` (and before anything that imports torch, such as ``mmv.load``): torch reads
+    ``THP_MEM_ALLOC_ENABLE`` once, at import. Called later, it still makes glibc keep freed memory, and logs a
+    warning that huge pages are not in effect. ``THP_MEM_ALLOC_ENABLE=0`` in the environment keeps huge pages off.
+
+    Returns:
+        ``{"huge_pages": bool, "reuse_freed_memory": bool}``: which of the two settings are in effect.
+    """
+    global _huge_pages
+    if "torch" not in sys.modules:
+        _huge_pages = os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1") == "1"
+    elif not _huge_pages:
+        log.warning("huge pages are not in effect: torch was imported before use_fast_cpu_settings(), and torch reads "
+                    "THP_MEM_ALLOC_ENABLE only when it is imported; call it before 'import torch'")
+    return {"huge_pages": _huge_pages, "reuse_freed_memory": reuse_freed_memory()}

@@ -18,6 +18,7 @@ corpus and a finished training run):
   OUT/loss_curves.png         the loss terms (NCE video-audio, MIL-NCE video-text) during training
   OUT/retrieval_grid.png      text queries and the frames of the videos they retrieve (green: correct digit)
   OUT/similarity_matrix.png   text x video similarities of held-out clips, ordered by class
+  OUT/model/                  the trained model (mmv.load("OUT/model"): weights, preprocessing, vocabulary)
   OUT/corpus/ OUT/runs/ OUT/cache/   the corpus, the training run (checkpoint, metrics.jsonl), feature caches
 
 --compare trains Shared, Disjoint and FAC (video+audio+text) and the two-modality VT and VA models, each with

@@ -6,15 +6,20 @@ import argparse
 DESCRIPTION = """\
 Embed files with a frozen MMV model and write the embeddings with an index (file, line, window start, end).
 
-  --modality video   video files: windows of --frames frames at --fps, resized and centre-cropped
-  --modality audio   audio files or the audio track of videos: windows of --audio-seconds, log-mel spectrogram
-  --modality text    .txt files, one query per line, tokenised with the model's vocabulary (--vocab)
+  --modality video   video files: windows of the model's frames and rate, resized and centre-cropped as it was
+                     trained (or as --frames, --fps, --min-resize, --crop say)
+  --modality audio   audio files or the audio track of videos: windows of the model's audio clip length (or
+                     --audio-seconds; 0: the whole file), as the model's log-mel spectrogram
+  --modality text    .txt files, one query per line, tokenised with the model's vocabulary (or --vocab)
   --modality image   image files (Pillow): through a deflated model ('mmv deflate'), or, with --static-frames T,
                      through the video network on a static clip of T copies
 
 --space picks the representation: repr (backbone output, for linear probes), va (the video-audio space S_va),
 vt (the video-text space S_vat, where text lives). --windows: 'one' centred window, an integer N of evenly spaced
 windows, or 'sliding' with --stride seconds. Folders are searched recursively for files of the modality.
+
+Every setting comes from the model (mmv.load gives model.preprocess: what it was trained on); a flag that
+contradicts it is used, announced, and recorded in meta.json under "overrides".
 
 Output (--out DIR): part-NNNNN.npy + part-NNNNN.index.csv (or part-NNNNN.parquet), meta.json, report.json.
 Parts are written atomically as the run goes; rerunning the same command skips files already embedded, so an
@@ -35,16 +40,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--stride", type=float, default=None, help="seconds between sliding windows")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=("npy", "parquet"), default="npy", help="output format (default: npy)")
-    p.add_argument("--vocab", default=None, help="vocabulary file for --modality text ('mmv vocab')")
-    p.add_argument("--frames", type=int, default=32, help="frames per video window (default: 32)")
-    p.add_argument("--fps", type=float, default=12.5,
-                   help="frame rate of a video window (default: 12.5, i.e. stride 2 at 25 fps as the paper's eval)")
-    p.add_argument("--min-resize", type=int, default=224, help="short side before cropping (default: 224)")
-    p.add_argument("--crop", type=int, default=224, help="crop side for video and images (default: 224)")
+    p.add_argument("--vocab", default=None, help="vocabulary file for --modality text (default: the model's own)")
+    p.add_argument("--frames", type=int, default=None, help="frames per video window (default: the model's)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of a video window (default: the model's)")
+    p.add_argument("--min-resize", type=int, default=None, help="short side before cropping (default: the model's)")
+    p.add_argument("--crop", type=int, default=None, help="crop side for video and images (default: the model's)")
     p.add_argument("--audio-seconds", type=float, default=None,
-                   help="audio window length (default: the video window's span; 0: the whole file)")
-    p.add_argument("--sample-rate", type=int, default=48000, help="audio sample rate (default: 48000)")
-    p.add_argument("--image-size", type=int, default=256, help="image short side before cropping (default: 256)")
+                   help="audio window length (default: the model's; 0: the whole file as one window)")
+    p.add_argument("--sample-rate", type=int, default=None, help="audio sample rate (default: the model's)")
+    p.add_argument("--image-size", type=int, default=None, help="image short side before cropping (default: the "
+                   "model's)")
     p.add_argument("--static-frames", type=int, default=None,
                    help="images through the video network as static clips of this many frames")
     p.add_argument("--files-per-part", type=int, default=64, help="files per written part (default: 64)")
@@ -59,19 +64,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from mmv.data.windows import Windowing
     from mmv.eval.embed import EmbedOptions, embed_files
-    from mmv.eval.features import AudioClipSpec, VideoClipSpec, Windowing
     from mmv.eval.io import load_tokenizer, resolve_model
 
     model = resolve_model(args.model, args.device)
-    video = VideoClipSpec(args.frames, args.fps, args.min_resize, args.crop)
-    seconds = video.seconds if args.audio_seconds is None else (args.audio_seconds or None)
+    crop = {"video.crop": args.crop} if args.modality == "video" else {"image.crop": args.crop}
+    preprocess, overrides = model.preprocess.override(**{
+        "video.num_frames": args.frames, "video.fps": args.fps, "video.min_resize": args.min_resize, **crop,
+        "audio.clip_seconds": args.audio_seconds or None, "audio.mel.sample_rate": args.sample_rate,
+        "image.min_resize": args.image_size})
+    for key, change in overrides.items():
+        print(f"{key}: {change['used']} instead of the model's {change['model']} (flag)")
     opts = EmbedOptions(modality=args.modality, space=args.space, windowing=Windowing.parse(args.windows, args.stride),
-                        video=video, audio=AudioClipSpec(seconds, args.sample_rate), image_size=args.image_size,
-                        image_crop=args.crop, static_frames=args.static_frames, vocab=args.vocab)
+                        preprocess=preprocess, overrides=overrides, whole_audio=args.audio_seconds == 0,
+                        static_frames=args.static_frames, vocab=args.vocab)
     if args.modality == "image" and args.static_frames is None and not getattr(model, "deflated", False):
         raise ValueError("images need a deflated model ('mmv deflate') or --static-frames T for the video network")
-    report = embed_files(model, args.paths, args.out, opts, tokenizer=load_tokenizer(args.vocab), fmt=args.format,
+    tokenizer = load_tokenizer(args.vocab, max_words=preprocess.text.max_words) if args.vocab else None
+    report = embed_files(model, args.paths, args.out, opts, tokenizer=tokenizer, fmt=args.format,
                          files_per_part=args.files_per_part, batch_size=args.batch_size, num_workers=args.workers,
                          progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "skipped"} | {"skipped": report["skipped"]["by_reason"]},

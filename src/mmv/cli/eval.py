@@ -18,15 +18,12 @@ TASKS = {
     "demo": "every protocol on the demo corpus ('mmv demo-data DIR'), each beside its chance level",
 }
 
-# Clip settings per task when not given on the command line (docs/evaluation.md): the released UCF101 script takes
-# 32 frames with stride 2 from 25-fps video (= 12.5 fps over 2.56 s), centre 224 crop; DMVR's HMDB51 script takes
-# 32 frames at 10 fps and a 200 crop; retrieval follows VATT's description of the MMV pipeline (as UCF101).
-TASK_CLIP_DEFAULTS = {
-    "ucf101": {"fps": 12.5, "min_resize": 224, "crop": 224},
-    "hmdb51": {"fps": 10.0, "min_resize": 224, "crop": 200},
-    "video-folder": {"fps": 10.0, "min_resize": 224, "crop": 224},
-    "msrvtt": {"fps": 12.5, "min_resize": 224, "crop": 224},
-    "youcook2": {"fps": 12.5, "min_resize": 224, "crop": 224},
+# Settings fixed by a task's published protocol, for the released models (whose own preprocessing is the released
+# UCF101 protocol's, docs/models.md): DMVR's HMDB51 script takes 32 frames at 10 fps and a 200 crop; the ESC-50
+# protocol cuts 2 s windows (docs/evaluation.md). Other models are evaluated on their own clips. Flags override both.
+PROTOCOL_SETTINGS = {
+    "hmdb51": {"video.fps": 10.0, "video.crop": 200},
+    "esc50": {"audio.clip_seconds": 2.0},
 }
 
 DESCRIPTION = "Evaluate a frozen MMV model with one of the paper's downstream protocols.\n\nTasks:\n" + "\n".join(
@@ -36,9 +33,13 @@ Each task writes OUT/<task>.json (every number, options, skipped files) and OUT/
 prints the table. Features are cached in OUT/cache (keyed by the model's weights and every option), so a rerun
 or a second classifier setting costs only the classifier fit.
 
-Defaults follow the paper (docs/evaluation.md): 32-frame windows (UCF101 and retrieval: 12.5 fps, i.e. stride 2
-at 25 fps, 224 crop; HMDB51: 10 fps, 200 crop), 10 augmented training passes, 10 test windows, StandardScaler +
-LinearSVC with the published C; retrieval with 4 windows per clip in S_vat, pessimistic tie handling."""
+Clips are the model's own (the frames, crop, spectrogram and vocabulary it was trained with, stored with it; the
+released models carry the released UCF101 protocol's: 32 frames at 12.5 fps, 224 crop). With a released model,
+HMDB51 follows DMVR's protocol (10 fps, 200 crop) and ESC-50 cuts 2 s windows. The clip flags below override all
+of this; every setting used, and each that differs from the model's, is written to OUT/<task>.json.
+
+Protocol defaults follow the paper (docs/evaluation.md): 10 augmented training passes, 10 test windows,
+StandardScaler + LinearSVC with the published C; retrieval with 4 windows per clip in S_vat, pessimistic ties."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,11 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     v = p.add_argument_group("video clips (probes and retrieval)")
-    v.add_argument("--frames", type=int, default=None, help="frames per window (default: 32; demo: 16)")
-    v.add_argument("--fps", type=float, default=None, help="frame rate of a window (default: 12.5 for UCF101 and "
-                   "retrieval, 10 for HMDB51 and folders, the corpus's for the demo)")
-    v.add_argument("--min-resize", type=int, default=None, help="short side before cropping (default: 224)")
-    v.add_argument("--crop", type=int, default=None, help="crop side (default: 224; HMDB51: 200; demo: frame size)")
+    v.add_argument("--frames", type=int, default=None, help="frames per window (default: the model's)")
+    v.add_argument("--fps", type=float, default=None, help="frame rate of a window (default: the model's)")
+    v.add_argument("--min-resize", type=int, default=None, help="short side before cropping (default: the model's)")
+    v.add_argument("--crop", type=int, default=None, help="crop side (default: the model's)")
     v.add_argument("--passes", type=int, default=None, help="augmented training passes (default: 10; demo: 3)")
     v.add_argument("--windows", type=int, default=None,
                    help="test windows per clip (default: 10 for probes, 4 for retrieval)")
@@ -78,12 +78,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="probed representation (default: repr, the backbone output)")
 
     a = p.add_argument_group("audio")
-    a.add_argument("--audio-seconds", type=float, default=2.0, help="audio window length (default: 2 s)")
+    a.add_argument("--audio-seconds", type=float, default=None,
+                   help="audio window length (default: the model's; ESC-50 with a released model: 2 s)")
     a.add_argument("--audio-windows", type=int, default=5, help="audio windows per clip (default: 5)")
-    a.add_argument("--sample-rate", type=int, default=48000, help="audio sample rate (default: 48000)")
+    a.add_argument("--sample-rate", type=int, default=None, help="audio sample rate (default: the model's)")
 
     r = p.add_argument_group("retrieval")
-    r.add_argument("--vocab", default=None, help="the model's word vocabulary (needed for text queries)")
+    r.add_argument("--vocab", default=None,
+                   help="a word vocabulary (default: the one stored with the model; text needs one)")
     r.add_argument("--ties", choices=("pessimistic", "optimistic", "average"), default="pessimistic",
                    help="how exact score ties rank (default: pessimistic)")
     r.add_argument("--directions", default="text->video,text->audio,audio->video",
@@ -93,9 +95,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     i.add_argument("--deflated", default=None, help="a BN-trained deflated model from 'mmv deflate' "
                    "(the 'trained' variant); without it that variant is skipped")
     i.add_argument("--variants", default="naive,trained,video", help="naive, trained, video (comma-separated)")
-    i.add_argument("--static-frames", type=int, default=32, help="frames of the static clip (default: 32)")
-    i.add_argument("--image-size", type=int, default=256, help="short side before cropping (default: 256)")
-    i.add_argument("--image-crop", type=int, default=224, help="image crop (default: 224)")
+    i.add_argument("--static-frames", type=int, default=None,
+                   help="frames of the static clip (default: the model's frames per window)")
+    i.add_argument("--image-size", type=int, default=None, help="short side before cropping (default: the model's)")
+    i.add_argument("--image-crop", type=int, default=None, help="image crop (default: the model's)")
     i.add_argument("--ap-method", choices=("11point", "area"), default="11point",
                    help="VOC AP: 11point (VOC 2007 devkit, default) or area")
     p.set_defaults(func=run)
@@ -106,46 +109,72 @@ def run(args: argparse.Namespace) -> int:
     from mmv.eval.io import resolve_model, write_report
 
     model = resolve_model(args.model, args.device)
+    preprocess, settings = resolve_preprocess(args, model)
     out = Path(args.out)
     cache = None if args.cache == "none" else Path(args.cache or out / "cache")
-    result, table = _dispatch(args, model, cache)
+    result, table = _dispatch(args, model, preprocess, cache)
     result["model"] = args.model
+    result["preprocess"] = settings
     json_path, md_path = write_report(out, args.task, result, table)
     print(table)
     print(f"\nwrote {json_path} and {md_path}")
     return 0
 
 
-def _dispatch(args: argparse.Namespace, model: Any, cache: Path | None) -> tuple[dict[str, Any], str]:
-    from mmv.eval.features import VideoClipSpec
+def resolve_preprocess(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any]]:
+    """The clips of this evaluation: the model's, then the task's published protocol (released models), then the
+    flags; with the record written to the results (every setting used, and each one that differs from the model's
+    with what changed it)."""
+    preprocess = model.preprocess
+    protocol = PROTOCOL_SETTINGS.get(args.task, {}) if preprocess.source == "released" else {}
+    flags = {"video.num_frames": args.frames, "video.fps": args.fps, "video.min_resize": args.min_resize,
+             "video.crop": args.crop, "audio.clip_seconds": args.audio_seconds, "audio.mel.sample_rate": args.sample_rate,
+             "image.min_resize": args.image_size, "image.crop": args.image_crop}
+    preprocess, by_protocol = preprocess.override(**{k: v for k, v in protocol.items() if flags.get(k) is None})
+    preprocess, by_flag = preprocess.override(**flags)
+    differs = {**{k: {**v, "by": "protocol"} for k, v in by_protocol.items()},
+               **{k: {**v, "by": "flag"} for k, v in by_flag.items()}}
+    for key, change in differs.items():
+        print(f"{key}: {change['used']} instead of the model's {change['model']} (set by the {change['by']})")
+    return preprocess, {"used": preprocess.to_dict(include_vocabulary=False), "source": model.preprocess.source,
+                        "differs_from_model": differs}
 
+
+def _tokenizer(args: argparse.Namespace, preprocess: Any) -> Any:
+    """An explicit --vocab, else the model's own vocabulary, else None."""
+    from mmv.eval.io import load_tokenizer
+
+    if args.vocab:
+        return load_tokenizer(args.vocab, max_words=preprocess.text.max_words)
+    return preprocess.text.tokenizer().encode_batch if preprocess.text.vocabulary is not None else None
+
+
+def _dispatch(args: argparse.Namespace, model: Any, preprocess: Any, cache: Path | None) -> tuple[dict[str, Any], str]:
     common = {"cache_dir": cache, "progress": not args.no_progress}
     task = args.task
     if task == "demo":
         from mmv.demo.evaluate import DemoEvalConfig, demo_table, evaluate_demo
 
-        from mmv.eval.io import mel_config_from_training, training_data_settings
+        # A model created by name carries no preprocessing of its own: the demo then uses the corpus's clips
+        # (16 frames unless --frames says otherwise).
+        given = preprocess if preprocess.source != "default" else None
+        if given is None and args.frames:
+            from mmv.demo.corpus import read_corpus
+            from mmv.demo.evaluate import corpus_preprocess
 
-        # Clips as in training when the model carries its training config (mmv train), else the corpus's.
-        trained = training_data_settings(args.model)
-        cfg = DemoEvalConfig(num_frames=args.frames or trained.get("num_frames", 16),
-                             fps=args.fps or trained.get("fps"), crop=args.crop or trained.get("crop"),
-                             min_resize=args.min_resize or trained.get("min_resize"),
-                             sample_rate=trained.get("sample_rate"), mel_config=mel_config_from_training(trained),
-                             train_passes=args.passes or 3, test_windows=args.windows or 4, batch_size=args.batch_size)
-        vocab = args.vocab or trained.get("vocab") or None
-        result = evaluate_demo(model, args.data, cfg=cfg, vocab=vocab, seed=args.seed, **common)
+            given = corpus_preprocess(read_corpus(args.data), num_frames=args.frames)
+        cfg = DemoEvalConfig(preprocess=given, train_passes=args.passes or 3, test_windows=args.windows or 4,
+                             batch_size=args.batch_size)
+        result = evaluate_demo(model, args.data, cfg=cfg, tokenizer=_tokenizer(args, preprocess), seed=args.seed,
+                               **common)
         return result, demo_table(result)
-    clip = TASK_CLIP_DEFAULTS.get(task, {"fps": 10.0, "min_resize": 224, "crop": 224})
-    spec = VideoClipSpec(args.frames or 32, args.fps or clip["fps"], args.min_resize or clip["min_resize"],
-                         args.crop or clip["crop"])
     if task in ("ucf101", "hmdb51", "video-folder"):
-        return _video_probe(args, model, spec, common)
+        return _video_probe(args, model, preprocess.video, common)
     if task in ("esc50", "audio-folder"):
-        return _audio_probe(args, model, common)
+        return _audio_probe(args, model, preprocess.audio, common)
     if task in ("msrvtt", "youcook2"):
-        return _retrieval(args, model, spec, common)
-    return _images(args, model, common)
+        return _retrieval(args, model, preprocess, common)
+    return _images(args, model, preprocess, common)
 
 
 def _video_probe(args, model, spec, common):
@@ -161,38 +190,35 @@ def _video_probe(args, model, spec, common):
     return result, probe_table(result)
 
 
-def _audio_probe(args, model, common):
+def _audio_probe(args, model, spec, common):
     from mmv.eval.audio_probe import AudioProbeConfig, evaluate_audio_folder, evaluate_esc50
-    from mmv.eval.features import AudioClipSpec
     from mmv.eval.linear_probe import probe_table
 
-    cfg = AudioProbeConfig(spec=AudioClipSpec(args.audio_seconds, args.sample_rate), windows=args.audio_windows,
-                           C=args.C, classifier=args.classifier, space=args.space, batch_size=args.batch_size,
-                           num_workers=args.workers, seed=args.seed)
+    cfg = AudioProbeConfig(spec=spec, windows=args.audio_windows, C=args.C, classifier=args.classifier,
+                           space=args.space, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed)
     evaluate = evaluate_esc50 if args.task == "esc50" else evaluate_audio_folder
     result = evaluate(model, args.data, cfg=cfg, **common)
     return result, probe_table(result, "fold" if args.task == "esc50" else "split")
 
 
-def _retrieval(args, model, spec, common):
-    from mmv.eval.io import load_tokenizer
+def _retrieval(args, model, preprocess, common):
     from mmv.eval.retrieval import RetrievalConfig, evaluate_msrvtt, evaluate_youcook2, retrieval_table
 
     directions = [d.strip() for d in args.directions.split(",") if d.strip()]
-    tokenizer = load_tokenizer(args.vocab)
+    tokenizer = _tokenizer(args, preprocess)
     if tokenizer is None:
         dropped = [d for d in directions if d.startswith("text")]
         if dropped:
-            print(f"no --vocab given: skipping {', '.join(dropped)}")
+            print(f"the model has no vocabulary and no --vocab was given: skipping {', '.join(dropped)}")
         directions = [d for d in directions if not d.startswith("text")]
-    cfg = RetrievalConfig(spec=spec, windows=args.windows or 4, audio_rate=args.sample_rate, ties=args.ties,
+    cfg = RetrievalConfig(spec=preprocess.video, audio=preprocess.audio, windows=args.windows or 4, ties=args.ties,
                           batch_size=args.batch_size, num_workers=args.workers)
     evaluate = evaluate_msrvtt if args.task == "msrvtt" else evaluate_youcook2
     result = evaluate(model, args.data, tokenizer, cfg=cfg, directions=directions, **common)
     return result, retrieval_table(result)
 
 
-def _images(args, model, common):
+def _images(args, model, preprocess, common):
     import mmv
     from mmv.eval.images import ImageEvalConfig, evaluate_image_folder, evaluate_voc2007, image_table
 
@@ -201,8 +227,8 @@ def _images(args, model, common):
     if trained is None and "trained" in variants:
         print("no --deflated model given: skipping the 'trained' variant (make one with 'mmv deflate')")
         variants.remove("trained")
-    cfg = ImageEvalConfig(size=args.image_size, crop=args.image_crop, static_frames=args.static_frames, C=args.C,
-                          classifier=args.classifier, ap_method=args.ap_method, batch_size=args.batch_size,
+    cfg = ImageEvalConfig(spec=preprocess.image, static_frames=args.static_frames or preprocess.video.num_frames,
+                          C=args.C, classifier=args.classifier, ap_method=args.ap_method, batch_size=args.batch_size,
                           num_workers=args.workers, seed=args.seed)
     evaluate = evaluate_voc2007 if args.task == "voc2007" else evaluate_image_folder
     result = evaluate(model, args.data, variants=variants, trained=trained, cfg=cfg, **common)

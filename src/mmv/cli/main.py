@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from mmv.extras import MissingDependencyError
+
 # Order here is the order shown by ``mmv --help``.
 SUBCOMMAND_MODULES = (
     "demo",
@@ -48,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def entry() -> int:
     """The ``mmv`` console script: :func:`main` in a process tuned for fast CPU forward passes (``mmv.runtime``)."""
-    from mmv.runtime import reuse_freed_memory
+    from mmv.runtime import use_fast_cpu_settings
 
-    reuse_freed_memory()  # process-wide, so only here, where the process is ours, and not in main()
+    # Process-wide, so only here, where the process is ours, and not in main(). It must come before torch is
+    # imported (huge pages), which is why neither this module nor the sub-command modules import torch at the top.
+    use_fast_cpu_settings()
     return main()
 
 
@@ -67,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        # User errors (bad path, bad file, bad option) end with one readable line, not a traceback.
+    except (FileNotFoundError, ValueError, RuntimeError, MissingDependencyError) as err:
+        # User errors (bad path, bad file, bad option, an extra not installed) end with one readable line, not a
+        # traceback.
         if args.verbose:
             raise
         print(f"mmv {args.command}: error: {err}", file=sys.stderr)

@@ -122,12 +122,12 @@ def _plan(files: list[Path], overwrite: bool) -> tuple[list[Path], collections.C
 
 def _transcribe_to_vtt(path: Path, backend: ASRBackend) -> tuple[str, str | None, int, float]:
     """Transcribes one file and writes its .vtt; returns (path, failure reason or None, lines, audio seconds)."""
-    from mmv.data.asr import ASR_SAMPLE_RATE, load_audio
-    from mmv.data.media import MediaError
+    from mmv.data.asr import ASR_SAMPLE_RATE
+    from mmv.data.media import MediaError, decode_audio
     from mmv.data.narrations import write_webvtt
 
     try:
-        waveform = load_audio(path, ASR_SAMPLE_RATE)
+        waveform = decode_audio(path, sample_rate=ASR_SAMPLE_RATE)
         narrations = backend.transcribe(waveform, ASR_SAMPLE_RATE)
         write_webvtt(narrations, path.with_suffix(".vtt"))
     except MediaError as err:

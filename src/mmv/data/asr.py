@@ -93,7 +93,9 @@ def _as_16k_mono(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if sample_rate != ASR_SAMPLE_RATE and len(waveform):
-        from scipy.signal import resample_poly
+        from mmv.extras import require
+
+        resample_poly = require("scipy.signal", "asr", "resampling audio for speech recognition").resample_poly
 
         divisor = math.gcd(sample_rate, ASR_SAMPLE_RATE)
         waveform = resample_poly(waveform, ASR_SAMPLE_RATE // divisor, sample_rate // divisor).astype(np.float32)
@@ -344,72 +346,12 @@ register_backend("whisper", WhisperBackend)
 # --------------------------------------------------------------------------------------------------- files
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = ASR_SAMPLE_RATE) -> np.ndarray:
-    """The whole audio track of a media file, mono (mean of the channels), resampled, as float32 ``[S]``.
-
-    Sample 0 is at time 0 of the file's timeline (the container start), so times measured in the waveform are
-    times in the video: a track that starts late is padded with silence, samples before the start are dropped.
-
-    Raises:
-        MediaError: Missing, empty or unreadable file, or no audio track (reasons ``missing``, ``empty``,
-            ``not_media``, ``no_audio``, ``decode_error``).
-    """
-    import av
-
-    from mmv.data.media import MediaError
-
-    if not os.path.isfile(path):
-        raise MediaError(path, "missing", "no such file")
-    if os.path.getsize(path) == 0:
-        raise MediaError(path, "empty", "the file is empty (0 bytes)")
-    try:
-        container = av.open(os.fspath(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError) as err:
-        raise MediaError(path, "not_media", f"not a media file FFmpeg can read: {err}") from err
-    with container:
-        if not container.streams.audio:
-            raise MediaError(path, "no_audio", "the file has no audio track")
-        stream = container.streams.audio[0]
-        origin = container.start_time / av.time_base if container.start_time is not None else 0.0
-        try:
-            first_time, samples = _decode_all_audio(container, stream, sample_rate)
-        except av.error.FFmpegError as err:
-            raise MediaError(path, "decode_error", f"cannot decode the audio track: {err}") from err
-    if first_time is None:
-        return np.zeros(0, dtype=np.float32)
-    offset = round((first_time - origin) * sample_rate)
-    if offset > 0:
-        samples = np.concatenate([np.zeros(offset, dtype=np.float32), samples])
-    elif offset < 0:
-        samples = samples[-offset:]
-    return np.clip(samples, -1.0, 1.0)
-
-
-def _decode_all_audio(container: Any, stream: Any, sample_rate: int) -> tuple[float | None, np.ndarray]:
-    """Decodes a whole audio stream; returns the first sample's time (seconds) and mono float32 samples."""
-    import av
-
-    # NOTE: the resampler keeps the channel layout and channels are averaged here, so mono is the plain mean of the
-    # channels whatever downmix matrix FFmpeg would choose.
-    resampler = av.AudioResampler(format="fltp", layout=None, rate=sample_rate)
-    chunks: list[np.ndarray] = []
-    first_time = None
-    for frame in container.decode(stream):
-        if first_time is None:
-            if frame.pts is None:
-                continue  # cannot place this frame in time
-            first_time = float(frame.pts * frame.time_base)
-        chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
-    chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
-    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    return first_time, samples
-
-
 def transcribe_file(path: str | os.PathLike, backend: ASRBackend) -> list[Narration]:
     """Narrations of the speech in a media file's audio track, with times in the file's timeline.
 
     Raises:
         MediaError: The file cannot be read or has no audio track.
     """
-    waveform = load_audio(path, ASR_SAMPLE_RATE)
-    return backend.transcribe(waveform, ASR_SAMPLE_RATE)
+    from mmv.data.media import decode_audio
+
+    return backend.transcribe(decode_audio(path, sample_rate=ASR_SAMPLE_RATE), ASR_SAMPLE_RATE)

@@ -25,7 +25,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import torch
 from mmv.data.audio import MelConfig, log_mel_spectrogram, num_spectrogram_frames
 from mmv.data.files import CAPTION_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
 from mmv.data.skips import SkippedSample
+from mmv.data.windows import Windowing, sample_generator
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +183,6 @@ def read_items(source: str | os.PathLike, **scan_options: Any) -> list[VideoItem
 # Turning a video (and its narrations) into a sample.
 
 
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A generator that depends only on (seed, epoch, index): the same clip whatever the worker layout."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 @dataclass
 class ClipBuilder:
     """Builds the sample dict of one clip: decoding, video transform, log-mel audio and tokenized narrations.
@@ -221,6 +216,13 @@ class ClipBuilder:
     @property
     def clip_duration(self) -> float:
         return self.num_frames / self.fps
+
+    def window_start(self, duration: float, *, train: bool, window: int = 0, num_windows: int = 1,
+                     generator: torch.Generator | None = None) -> float:
+        """Where a clip of a ``duration``-second video starts: a random start in training (drawn from
+        ``generator``), else window ``window`` of ``num_windows`` evenly spaced ones (:class:`Windowing`)."""
+        windowing = Windowing("random") if train else Windowing("even", num_windows)
+        return windowing.starts(duration, self.clip_duration, generator)[0 if train else window]
 
     @property
     def num_audio_frames(self) -> int:
@@ -399,14 +401,10 @@ class ClipDataset(torch.utils.data.Dataset):
         return item_narrations(item, self.captions)
 
     def _start(self, duration: float, window: int, generator: torch.Generator | None) -> float:
-        from mmv.data.media import evenly_spaced_starts, random_start
-
-        clip_duration = self.builder.clip_duration
-        if self.train:
-            return random_start(duration, clip_duration, generator)
-        if self.clip_start is not None:
+        if self.clip_start is not None and not self.train:
             return self.clip_start
-        return evenly_spaced_starts(duration, clip_duration, self.num_windows)[window]
+        return self.builder.window_start(duration, train=self.train, window=window, num_windows=self.num_windows,
+                                         generator=generator)
 
 
 class MixedDataset(torch.utils.data.Dataset):

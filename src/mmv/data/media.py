@@ -36,7 +36,9 @@ __all__ = [
     "Clip",
     "MediaError",
     "MediaInfo",
+    "decode_audio",
     "decode_clip",
+    "decode_image",
     "evenly_spaced_starts",
     "probe",
     "random_start",
@@ -238,6 +240,77 @@ def decode_clip(
         raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
     finally:
         container.close()
+
+
+def decode_audio(
+    path: str | os.PathLike,
+    start: float = 0.0,
+    end: float | None = None,
+    *,
+    sample_rate: int = 48000,
+    threads: int = 1,
+) -> np.ndarray:
+    """Decodes the audio of ``[start, end)`` seconds of a video or audio file, mono, resampled.
+
+    This is the library's one audio decoder: clips (:func:`decode_clip`), evaluation windows, speech recognition and
+    embedding all read sound through it. Times are seconds from the container's start, as for video, so sample
+    ``i`` of the result plays at ``start + i / sample_rate`` in the file's timeline: a soundtrack that starts late
+    is preceded by silence, and a span running past the end of the sound is padded with zeros.
+
+    Args:
+        path: A video or audio file.
+        start: First second of the span (>= 0).
+        end: End of the span in seconds; None: the end of the file (its duration).
+        sample_rate: Output sample rate.
+        threads: Decoder threads (keep 1 inside DataLoader workers, see the module docstring).
+
+    Returns:
+        ``[round((end - start) * sample_rate)]`` float32 samples in [-1, 1] (channels averaged).
+
+    Raises:
+        MediaError: The file is unusable, has no audio stream (``no_audio``), or ``start`` is at or past its end
+            (``too_short``).
+        ValueError: An argument is out of range.
+    """
+    if not (start >= 0 and math.isfinite(start)):
+        raise ValueError(f"start must be a finite number >= 0, got {start}")
+    if end is not None and not end > start:
+        raise ValueError(f"end ({end}) must be after start ({start})")
+    if sample_rate < 1:
+        raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
+    container = _open(path)
+    try:
+        stream = _audio_stream(container)
+        if stream is None:
+            raise MediaError(path, "no_audio", "the file has no audio stream")
+        duration = _duration(container, path)
+        if start >= duration:
+            raise MediaError(path, "too_short", f"start {start:.3f} s is at or past the end ({duration:.3f} s)")
+        end = duration if end is None else end
+        _configure_decoder(stream, threads)
+        num_samples = round((end - start) * sample_rate)
+        return _read_audio(container, stream, _origin(container) + start, num_samples, sample_rate)
+    except av.error.FFmpegError as err:
+        raise MediaError(path, "decode_error", f"decoding the audio failed: {err}") from err
+    finally:
+        container.close()
+
+
+def decode_image(path: str | os.PathLike) -> np.ndarray:
+    """A still image as uint8 ``[H, W, 3]`` RGB (Pillow; EXIF rotation applied, alpha dropped, greyscale as RGB).
+
+    Raises:
+        MediaError: The file is missing (``missing``) or not a readable image (``not_image``).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not os.path.exists(path):
+        raise MediaError(path, "missing", "no such file")
+    try:
+        with Image.open(path) as image:
+            return np.array(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MediaError(path, "not_image", f"not a readable image: {err}") from err
 
 
 def evenly_spaced_starts(duration: float, clip_duration: float, n: int) -> list[float]:

@@ -32,8 +32,13 @@ import torch
 from mmv.atomic import atomic_path, atomic_write_json
 from mmv.data.audio import MelConfig
 from mmv.data.skips import SkippedSample, SkipReport
-from mmv.data.datasets import (ClipBuilder, VideoItem, data_error_types, item_narrations,
-                               sample_generator, skip_reason)
+from mmv.data.datasets import ClipBuilder, VideoItem, data_error_types, item_narrations, skip_reason
+from mmv.data.windows import sample_generator
+from mmv.extras import require
+
+# Imported with this module, not where shards are read: that happens in DataLoader workers, where a missing package
+# would surface wrapped in a worker traceback after the loader has started; here it stops training at once.
+webdataset = require("webdataset", "shards", "reading and writing shards")
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +70,6 @@ class _ShardFile:
     """One shard being written under a temporary name, renamed into place by :meth:`close`."""
 
     def __init__(self, path: Path) -> None:
-        import webdataset
-
         self.path = path
         self._atomic = atomic_path(path, suffix=".tar")
         self.stream = open(self._atomic.__enter__(), "wb")
@@ -184,8 +187,7 @@ def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
     if path.name == INDEX_NAME and path.is_file():
         index = json.loads(path.read_text(encoding="utf-8"))
         return [str(path.parent / shard["name"]) for shard in index["shards"]]
-    import braceexpand
-
+    braceexpand = require("braceexpand", "shards", "reading and writing shards")
     return list(braceexpand.braceexpand(text))
 
 
@@ -259,8 +261,6 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def _raw_samples(self, shards: list[str]) -> Iterator[dict[str, Any]]:
         """Tar members grouped by key; a damaged shard ends with a marker sample instead of an exception."""
-        import webdataset
-
         for url in shards:
             errors: list[BaseException] = []
 
@@ -297,15 +297,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def _clip(self, media_path: str, display: str, meta: dict[str, Any], narrations: list[Any] | None, label: int,
               identity: int, window: int) -> dict[str, Any] | SkippedSample:
-        from mmv.data.media import evenly_spaced_starts, random_start
-
         try:
             duration = meta.get("duration") or _check_video(media_path)
             generator = sample_generator(self.seed, self.epoch, identity) if self.train else None
-            if self.train:
-                start = random_start(duration, self.builder.clip_duration, generator)
-            else:
-                start = evenly_spaced_starts(duration, self.builder.clip_duration, self.num_windows)[window]
+            start = self.builder.window_start(duration, train=self.train, window=window,
+                                              num_windows=self.num_windows, generator=generator)
             return self.builder.build(media_path, start, narrations, label=label, path=display, index=identity,
                                       generator=generator)
         except data_error_types() as err:

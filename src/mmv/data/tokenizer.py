@@ -132,7 +132,7 @@ class Vocabulary:
         text = Path(path).read_text(encoding="utf-8-sig")
         try:
             if Path(path).suffix.lower() == ".json":
-                return cls._from_json(text, path)
+                return cls.from_json(text)
             return cls._from_lines(text.splitlines())
         except ValueError as err:
             raise ValueError(f"{os.fspath(path)}: not a vocabulary file: {err}") from None
@@ -148,7 +148,12 @@ class Vocabulary:
         return cls(lines)
 
     @classmethod
-    def _from_json(cls, text: str, path: str | os.PathLike) -> Vocabulary:
+    def from_json(cls, text: str) -> Vocabulary:
+        """A vocabulary from the JSON text :meth:`save` writes (``{word: id}``) or a JSON list of words.
+
+        Raises:
+            ValueError: Not such a table.
+        """
         try:
             table = json.loads(text)
         except json.JSONDecodeError as err:

@@ -266,18 +266,31 @@ class VideoTransform:
 
     def __call__(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Transforms one clip; ``generator`` makes the training pipeline deterministic."""
+        video, color_coin = self._geometry(clip, generator)
+        video = to_float(video)
+        if self.train and self.color_jitter and color_coin < self.color_jitter_prob:
+            video = color_jitter(video, generator)
+        return video.contiguous()
+
+    def geometry(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Only the resize, crop and flip, on uint8 frames (pixels unchanged: no colour jitter, no scaling).
+
+        Evaluation windows travel through DataLoader workers as uint8, a quarter of the bytes of float32; the
+        model's input is ``to_float`` of this. Training clips go through :meth:`__call__`, which draws the same
+        random numbers in the same order, then the colour jitter.
+        """
+        return self._geometry(clip, generator)[0].contiguous()
+
+    def _geometry(self, clip: np.ndarray | torch.Tensor,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, float]:
         video = _as_tensor(clip)
         if not self.train:
-            video = resize_short_side(video, self.min_resize)
-            return to_float(center_crop(video, self.crop_size)).contiguous()
-        video = resize_short_side(video, self._short_side(generator))
-        video = to_float(random_crop(video, self.crop_size, generator))
+            return center_crop(resize_short_side(video, self.min_resize), self.crop_size), 1.0
+        video = random_crop(resize_short_side(video, self._short_side(generator)), self.crop_size, generator)
         flip_coin, color_coin = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
         if self.flip and flip_coin < 0.5:
             video = horizontal_flip(video)
-        if self.color_jitter and color_coin < self.color_jitter_prob:
-            video = color_jitter(video, generator)
-        return video.contiguous()
+        return video, color_coin
 
     def _short_side(self, generator: torch.Generator | None) -> int:
         if self.scale_jitter is None:

@@ -2,8 +2,9 @@
 
 One :class:`DemoConfig` describes a demo run. It produces the :class:`mmv.train.config.TrainConfig` of each model
 it trains (:meth:`DemoConfig.train_config`) and the :class:`mmv.demo.evaluate.DemoEvalConfig` of their evaluation
-(:meth:`DemoConfig.eval_config`), so training and evaluation always see the same clips (frames, frame rate,
-crop, audio rate, mel settings).
+(:meth:`DemoConfig.eval_config`). Training records the clips (frames, frame rate, crop, audio rate, mel settings,
+vocabulary) with each model (``model.preprocess``), and the evaluation reads them from there, so both always see
+the same clips.
 
 The default values were tuned so that the default ``mmv demo`` (FAC) runs in about seven minutes on two CPU
 cores, corpus generation and evaluation included, with the video, audio and text rows far from chance
@@ -170,20 +171,11 @@ class DemoConfig:
         )
         return cfg.validate()
 
-    def mel_config(self) -> Any:
-        """The log-mel settings shared by training and evaluation."""
-        from mmv.data.audio import MelConfig
-
-        return MelConfig(sample_rate=self.sample_rate(), n_fft=self.stft_window, hop_length=self.stft_hop,
-                         n_mels=self.num_mel_bins, fmin=80.0, fmax=self.sample_rate() / 2 * 0.95)
-
     def eval_config(self) -> Any:
-        """The :class:`mmv.demo.evaluate.DemoEvalConfig` matching the training clips."""
+        """The :class:`mmv.demo.evaluate.DemoEvalConfig` of the evaluation (its clips are the trained model's)."""
         from mmv.demo.evaluate import DemoEvalConfig
 
-        return DemoEvalConfig(num_frames=self.num_frames, fps=self.fps, crop=self.crop,
-                              train_passes=self.train_passes, test_windows=self.test_windows,
-                              sample_rate=self.sample_rate(), mel_config=self.mel_config(),
+        return DemoEvalConfig(train_passes=self.train_passes, test_windows=self.test_windows,
                               deflation_epochs=self.deflation_epochs, deflation_lr=self.deflation_lr,
                               batch_size=self.eval_batch_size)
 

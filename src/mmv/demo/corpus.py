@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from mmv.atomic import atomic_path, atomic_write_text
+from mmv.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class VideoSpec:
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+    load_digits = require("sklearn.datasets", "demo", "the demo").load_digits  # bundled with scikit-learn, no download
 
     digits = load_digits()
     return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64)
@@ -341,7 +342,8 @@ def _make_distractors(rng: np.random.Generator, cfg: DemoCorpusConfig) -> list[d
 
 def render_digit_alpha(image: np.ndarray, rng: np.random.Generator, cfg: DemoCorpusConfig) -> np.ndarray:
     """The handwritten 8x8 digit upscaled smoothly, tilted, on a transparent frame-sized canvas (alpha in [0, 1])."""
-    from scipy.ndimage import rotate, zoom
+    ndimage = require("scipy.ndimage", "demo", "the demo")
+    rotate, zoom = ndimage.rotate, ndimage.zoom
 
     height = int(rng.integers(cfg.digit_size[0], cfg.digit_size[1] + 1))
     glyph = np.clip(zoom(image, height / 8.0, order=3), 0, 1)
@@ -487,7 +489,7 @@ def synthesize_audio(spec: VideoSpec, cfg: DemoCorpusConfig, rng: np.random.Gene
 
 def _background_noise(rng: np.random.Generator, num_samples: int, sr: int) -> np.ndarray:
     """White plus low-passed ("room") noise."""
-    from scipy.signal import lfilter
+    lfilter = require("scipy.signal", "demo", "the demo").lfilter
 
     white = rng.standard_normal(num_samples)
     rumble = lfilter([0.05], [1, -0.95], rng.standard_normal(num_samples))

@@ -25,10 +25,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mmv.demo.corpus import corpus_records
+from mmv.demo.corpus import corpus_records, read_corpus
 from mmv.eval.audio_probe import AudioProbeConfig, audio_window_features, probe_folds
 from mmv.eval.datasets import CaptionedClip, ClassificationSplit, LabeledFile
-from mmv.eval.features import AudioClipSpec, VideoClipSpec
+from mmv.data.audio import MelConfig
+from mmv.eval.features import preprocess_of
+from mmv.preprocess import AudioPreprocess, ImagePreprocess, Preprocess, VideoPreprocess
 from mmv.atomic import atomic_path
 from mmv.data.skips import SkipReport
 from mmv.eval.io import FeatureCache, markdown_table, model_checksum
@@ -39,30 +41,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoEvalConfig:
-    """Clip settings should match the ones the model was trained with (``mmv demo`` passes its own).
+    """How the demo corpus is evaluated. Clips are the model's own (``model.preprocess``: the frames, crop and
+    spectrogram it was trained on); ``preprocess`` replaces them.
 
     Attributes:
-        num_frames, fps, crop: video windows (crop = the corpus frame size by default: no resizing).
-        min_resize: short side before cropping (default: ``crop``).
+        preprocess: a :class:`~mmv.preprocess.Preprocess` to use instead of the model's. A model without
+            preprocessing of its own (``source == "default"``: created by name, never trained) takes the corpus's
+            native settings (:func:`corpus_preprocess`).
         train_passes: augmented passes for the video probes.
         test_windows: windows per test clip (probes and retrieval).
-        audio_seconds: audio window (default: the video window's span).
-        sample_rate: audio rate (default: the corpus's).
-        mel_config: a :class:`mmv.data.audio.MelConfig` (default: the paper's, scaled to ``sample_rate``).
         deflation_epochs: passes over the training frames when training the deflated BN γ/β.
         deflation_lr: Adam learning rate of that training.
         batch_size: clips per forward pass.
     """
 
-    num_frames: int = 16
-    fps: float | None = None
-    crop: int | None = None
-    min_resize: int | None = None
+    preprocess: Any = None
     train_passes: int = 3
     test_windows: int = 4
-    audio_seconds: float | None = None
-    sample_rate: int | None = None
-    mel_config: Any = None
     deflation_epochs: int = 3
     deflation_lr: float = 1e-3
     batch_size: int = 16
@@ -82,17 +77,13 @@ def caption_text(path: Path | None) -> str:
         return ""
 
 
-def _settings(data_dir: Path, cfg: DemoEvalConfig) -> tuple[VideoClipSpec, AudioClipSpec, dict[str, Any]]:
-    from mmv.demo.corpus import read_corpus
-
-    corpus = read_corpus(data_dir)
+def corpus_preprocess(corpus: dict[str, Any], num_frames: int = 16) -> Preprocess:
+    """The corpus's native clips: ``num_frames`` frames at its frame rate, whole frames, its suggested spectrogram."""
     params = corpus["parameters"]["config"]
-    fps = cfg.fps or float(params["fps"])
-    crop = cfg.crop or int(params["size"])
-    # No flips: the demo's attribute pairs left/right motion with a pitch glide that a flip would not reverse.
-    spec = VideoClipSpec(cfg.num_frames, fps, max(cfg.min_resize or crop, crop), crop, flip=False)
-    audio = AudioClipSpec(cfg.audio_seconds or spec.seconds, cfg.sample_rate or int(params["sample_rate"]))
-    return spec, audio, corpus
+    size, fps = int(params["size"]), float(params["fps"])
+    video = VideoPreprocess(num_frames, fps, size, size)
+    audio = AudioPreprocess(video.seconds, MelConfig(**corpus["suggested_mel_config"]))
+    return Preprocess(video=video, audio=audio, image=ImagePreprocess(size, size), source="corpus")
 
 
 def evaluate_demo(
@@ -122,11 +113,17 @@ def evaluate_demo(
 
     cfg = cfg or DemoEvalConfig()
     data_dir = Path(data_dir)
-    spec, audio_spec, corpus = _settings(data_dir, cfg)
+    corpus = read_corpus(data_dir)
+    preprocess = cfg.preprocess or preprocess_of(model)
+    if preprocess.source == "default":
+        preprocess = corpus_preprocess(corpus)
     train, test = corpus_records(data_dir, "train"), corpus_records(data_dir, "test")
-    tokenizer = tokenizer or load_tokenizer(vocab)
+    if tokenizer is None and vocab is not None:
+        tokenizer = load_tokenizer(vocab, max_words=preprocess.text.max_words)
+    if tokenizer is None and preprocess.text.vocabulary is not None:
+        tokenizer = preprocess.text.tokenizer().encode_batch
     cache = FeatureCache(cache_dir, model_checksum(model))
-    ctx = _Context(model, cfg, spec, audio_spec, cache, seed, progress)
+    ctx = _Context(model, cfg, preprocess, cache, seed, progress)
     num_classes, num_attributes = len(corpus["class_names"]), len(corpus["attribute_names"])
     tasks: dict[str, Any] = {}
     tasks["video_probe"] = ctx.video_probe(train, test, "label", "repr", num_classes)
@@ -140,17 +137,16 @@ def evaluate_demo(
         else:
             tasks.update(ctx.retrieval(test, tokenizer))
     tasks.update(ctx.images(train, test, cache_dir, num_classes))
+    options = {k: v for k, v in asdict(cfg).items() if k != "preprocess"}
     return {"task": "demo", "data": str(data_dir), "tasks": tasks,
-            "options": {**asdict(cfg), "mel_config": str(cfg.mel_config), "spec": asdict(spec),
-                        "audio": asdict(audio_spec), "seed": seed}}
+            "options": {**options, "preprocess": preprocess.to_dict(include_vocabulary=False), "seed": seed}}
 
 
 @dataclass
 class _Context:
     model: torch.nn.Module
     cfg: DemoEvalConfig
-    spec: VideoClipSpec
-    audio_spec: AudioClipSpec
+    preprocess: Preprocess
     cache: FeatureCache
     seed: int
     progress: bool
@@ -158,7 +154,8 @@ class _Context:
     def video_probe(self, train, test, key: str, space: str, num_classes: int) -> dict[str, Any]:
         split = ClassificationSplit("demo", [], [LabeledFile(r["path"], r[key]) for r in train],
                                     [LabeledFile(r["path"], r[key]) for r in test])
-        probe_cfg = VideoProbeConfig(spec=self.spec, train_passes=self.cfg.train_passes,
+        # No flips: the demo's attribute pairs left/right motion with a pitch glide that a flip would not reverse.
+        probe_cfg = VideoProbeConfig(spec=self.preprocess.video, flip=False, train_passes=self.cfg.train_passes,
                                      test_windows=self.cfg.test_windows, space=space,
                                      batch_size=self.cfg.batch_size, seed=self.seed)
         tx, ty, vx, vy, skipped = split_features(self.model, split, probe_cfg, self.cache, self.progress,
@@ -171,8 +168,8 @@ class _Context:
         records = [r for r in train if r.get("has_audio", True)]
         num_train = len(records)
         records += [r for r in test if r.get("has_audio", True)]
-        probe_cfg = AudioProbeConfig(spec=self.audio_spec, windows=self.cfg.test_windows, space=space,
-                                     mel_config=self.cfg.mel_config, batch_size=self.cfg.batch_size, seed=self.seed)
+        probe_cfg = AudioProbeConfig(spec=self.preprocess.audio, windows=self.cfg.test_windows, space=space,
+                                     batch_size=self.cfg.batch_size, seed=self.seed)
         feats = audio_window_features(self.model, [r["path"] for r in records], probe_cfg, self.cache,
                                       self.progress, f"demo-{space}")
         labels = np.array([r[key] for r in records])
@@ -187,8 +184,8 @@ class _Context:
         queries = [r for r in test if r.get("text_kind") == "on_topic" and caption_text(r["caption_path"])]
         clips = [CaptionedClip(r["path"], caption_text(r["caption_path"]), r["video"]) for r in test]
         directions = ["text->video"] + (["text->audio"] if "audio" in self.model.cfg.modalities else [])
-        rcfg = RetrievalConfig(spec=self.spec, windows=self.cfg.test_windows, audio_rate=self.audio_spec.sample_rate,
-                               mel_config=self.cfg.mel_config, match="label", batch_size=self.cfg.batch_size)
+        rcfg = RetrievalConfig(spec=self.preprocess.video, audio=self.preprocess.audio, windows=self.cfg.test_windows,
+                               match="label", batch_size=self.cfg.batch_size)
         # Captions of every test clip are embedded, but only on-topic ones are queries (see _demo_ranks).
         result = evaluate_retrieval(self.model, clips, tokenizer, cfg=rcfg, directions=directions,
                                     labels=[r["label"] for r in test], cache_dir=self.cache.directory,
@@ -211,14 +208,13 @@ class _Context:
 
         frames_dir = Path(cache_dir or self.cache.directory or Path.cwd() / ".mmv_demo_frames") / "demo_frames"
         train_paths, test_paths = _middle_frames(train, frames_dir / "train"), _middle_frames(test, frames_dir / "test")
-        crop = self.spec.crop_size
+        image, frames = self.preprocess.image, self.preprocess.video.num_frames
         deflation = train_deflated_bn(self.model, [p for p in train_paths if p is not None],
-                                      DeflationConfig(num_frames=self.spec.num_frames, size=crop, crop=crop,
+                                      DeflationConfig(num_frames=frames, size=image.min_resize, crop=image.crop,
                                                       epochs=self.cfg.deflation_epochs, lr=self.cfg.deflation_lr,
                                                       seed=self.seed),
                                       progress=self.progress)
-        icfg = ImageEvalConfig(size=crop, crop=crop, static_frames=self.spec.num_frames, seed=self.seed,
-                               batch_size=self.cfg.batch_size)
+        icfg = ImageEvalConfig(spec=image, static_frames=frames, seed=self.seed, batch_size=self.cfg.batch_size)
         out = {}
         names = {"trained": "image_deflated", "naive": "image_naive", "video": "image_video"}
         for variant, (net, frames) in build_variants(self.model, ("trained", "naive", "video"),

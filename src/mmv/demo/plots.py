@@ -12,6 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmv.extras import require
+
+# Imported with this module, not with the first figure: ``mmv demo`` imports this module before it generates and
+# trains, so without matplotlib it stops at once instead of after minutes of work.
+matplotlib = require("matplotlib", "demo", "the demo")
+
 __all__ = ["demo_figures", "plot_loss_curves", "plot_retrieval_grid", "plot_similarity_matrix"]
 
 log = logging.getLogger(__name__)
@@ -23,8 +29,6 @@ CORRECT, WRONG = "#2ca02c", "#d62728"
 
 
 def _pyplot():
-    import matplotlib
-
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
 
@@ -191,7 +195,7 @@ def _retrieval_embeddings(model: Any, cfg: Any, data_dir: Path, vocab: Path, cac
     from mmv.demo.corpus import corpus_records, read_corpus
     from mmv.eval.datasets import CaptionedClip
     from mmv.demo.evaluate import caption_text
-    from mmv.eval.features import VideoClipSpec, embed_texts, l2_normalize
+    from mmv.eval.features import embed_texts, l2_normalize
     from mmv.eval.io import FeatureCache, load_tokenizer, model_checksum
     from mmv.eval.retrieval import RetrievalConfig, clip_embeddings
 
@@ -199,13 +203,12 @@ def _retrieval_embeddings(model: Any, cfg: Any, data_dir: Path, vocab: Path, cac
     test = corpus_records(data_dir, "test")
     class_names = read_corpus(data_dir)["class_names"]
     clips = [CaptionedClip(r["path"], caption_text(r["caption_path"]), r["video"]) for r in test]
-    spec = VideoClipSpec(eval_cfg.num_frames, float(eval_cfg.fps), eval_cfg.crop, eval_cfg.crop)
-    rcfg = RetrievalConfig(spec=spec, windows=eval_cfg.test_windows, audio_rate=eval_cfg.sample_rate,
-                           mel_config=eval_cfg.mel_config, match="label", batch_size=eval_cfg.batch_size)
+    # The evaluation's retrieval settings (the model's own clips), so its cached video features are reused.
+    rcfg = RetrievalConfig(windows=eval_cfg.test_windows, match="label", batch_size=eval_cfg.batch_size)
     cache = FeatureCache(cache_dir, model_checksum(model))
     video_emb, present, _ = clip_embeddings(model, clips, rcfg, cache, "video", "vt", progress, "demo-retrieval")
     queries = [i for i, r in enumerate(test) if r.get("text_kind") == "on_topic" and clips[i].caption]
-    tokenizer = load_tokenizer(vocab, max_words=cfg.max_words)
+    tokenizer = load_tokenizer(vocab, max_words=model.preprocess.text.max_words)
     text_emb = l2_normalize(embed_texts(model, [clips[i].caption for i in queries], tokenizer, space="vt"))
     # Videos that could not be decoded have no embedding: give them the lowest similarity rather than drop them.
     video_emb = np.where(present[:, None], video_emb, 0.0)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import mmv
 from mmv.atomic import atomic_write_json
 
 from .config import VARIANTS, DemoConfig, Variant
@@ -217,6 +218,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True,
                               "clips) with mmv.train"):
         model, training = train_variant(cfg, data_dir, vocab_path, out_dir / "runs" / "fac", variant, cfg.seed,
                                         progress)
+    mmv.save(model, out_dir / "model")  # the trained model, with its preprocessing and vocabulary
     with clock.stage("evaluate", "evaluating on the held-out videos with mmv.eval"):
         evaluation = evaluate_model(model, cfg, data_dir, vocab_path, out_dir / "cache", cfg.seed, progress)
     with clock.stage("report", f"writing the report into {out_dir}"):

@@ -13,7 +13,7 @@ training clips of each fold (windows of one clip stay together), never on the te
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import torch
 
 from mmv.data.files import AUDIO_EXTENSIONS
 from mmv.eval.datasets import esc50, folder_split
-from mmv.eval.features import AudioClipSpec, MediaItem, Windowing, cached_windows, embed_audio, files_key
+from mmv.data.windows import MediaItem, Windowing
+from mmv.eval.features import cached_windows, embed_audio, files_key, preprocess_of
 from mmv.eval.io import FeatureCache, model_checksum
 from mmv.eval.linear_probe import summarise_splits, fit_and_score
 
@@ -34,23 +35,22 @@ class AudioProbeConfig:
     """Options of the audio probe.
 
     Attributes:
-        spec: window length (``seconds``) and sample rate.
+        spec: window length, sample rate and spectrogram (an :class:`~mmv.preprocess.AudioPreprocess`); None:
+            the model's own (``model.preprocess.audio``).
         windows: evenly spaced windows per clip.
         C: SVM C; None selects it per fold on held-out training clips.
         classifier: ``svm``, ``logreg`` or ``torch``.
         space: ``repr`` (backbone, the paper's) or ``va``/``vt``.
-        mel_config: a :class:`mmv.data.audio.MelConfig`; None: the paper's settings at ``spec.sample_rate``.
         batch_size: spectrograms per forward pass.
         num_workers: decoding processes.
         seed: seed of the C selection.
     """
 
-    spec: AudioClipSpec = field(default_factory=AudioClipSpec)
+    spec: Any = None
     windows: int = 5
     C: float | None = None
     classifier: str = "svm"
     space: str = "repr"
-    mel_config: Any = None
     batch_size: int = 16
     num_workers: int = 0
     seed: int = 0
@@ -60,14 +60,13 @@ def audio_window_features(model: torch.nn.Module, paths: list[Path], cfg: AudioP
                           cache: FeatureCache | None, progress: bool, tag: str):
     """Every window's features of ``paths`` (see :class:`~mmv.eval.features.WindowFeatures`), cached."""
     items = [MediaItem(p) for p in paths]
-    mel = cfg.mel_config
-    options = {"space": cfg.space, "spec": asdict(cfg.spec), "windows": cfg.windows, "files": files_key(items),
-               "mel": asdict(mel) if mel is not None else None}
+    spec = cfg.spec or preprocess_of(model).audio
+    options = {"space": cfg.space, "spec": asdict(spec), "windows": cfg.windows, "files": files_key(items)}
     return cached_windows(
         cache, f"{tag}-audio", options,
-        lambda: embed_audio(model, items, space=cfg.space, spec=cfg.spec, windowing=Windowing("even", cfg.windows),
-                            mel_config=mel, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                            progress=progress, desc=f"{tag} audio features"))
+        lambda: embed_audio(model, items, space=cfg.space, spec=spec, windowing=Windowing("even", cfg.windows),
+                            batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress,
+                            desc=f"{tag} audio features"))
 
 
 def probe_folds(rows: np.ndarray, owner: np.ndarray, labels: np.ndarray, folds: np.ndarray, cfg: AudioProbeConfig,
@@ -108,7 +107,7 @@ def evaluate_esc50(
     per_fold = probe_folds(feats.rows, feats.owner, labels, data.folds, cfg)
     for result in per_fold.values():
         result["skipped"] = feats.skipped.as_dict()
-    return summarise_splits("audio linear probe", "esc50", Path(data_dir), per_fold, len(data.classes), _options(cfg))
+    return summarise_splits("audio linear probe", "esc50", Path(data_dir), per_fold, len(data.classes), _options(cfg, model))
 
 
 def evaluate_audio_folder(
@@ -130,10 +129,8 @@ def evaluate_audio_folder(
     result = probe_folds(feats.rows, feats.owner, labels, folds, cfg, test_folds=[1])["fold1"]
     result["skipped"] = feats.skipped.as_dict()
     return summarise_splits("audio linear probe", "folder", Path(data_dir), {split.name: result}, len(split.classes),
-                      _options(cfg))
+                      _options(cfg, model))
 
 
-def _options(cfg: AudioProbeConfig) -> dict[str, Any]:
-    out = asdict(cfg)
-    out["mel_config"] = asdict(cfg.mel_config) if cfg.mel_config is not None else "paper (80 bins, 2048/1024 @48k)"
-    return out
+def _options(cfg: AudioProbeConfig, model: torch.nn.Module) -> dict[str, Any]:
+    return {**asdict(cfg), "spec": asdict(cfg.spec or preprocess_of(model).audio)}

@@ -19,6 +19,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from mmv.extras import require
+
 logger = logging.getLogger(__name__)
 
 ClassifierKind = Literal["svm", "logreg", "torch"]
@@ -76,7 +78,7 @@ class LinearProbe:
         self.classes_ = np.unique(labels)
         if len(self.classes_) < 2:
             raise ValueError(f"need at least two classes to train a classifier, got {self.classes_.tolist()}")
-        from sklearn.preprocessing import StandardScaler
+        StandardScaler = require("sklearn.preprocessing", "eval", "the linear probe").StandardScaler
 
         start = time.perf_counter()
         # sklearn's scaler treats numerically constant features (e.g. ReLU units that are zero on every training
@@ -100,8 +102,8 @@ class LinearProbe:
         return self.classes_[np.argmax(self.decision_function(features), axis=1)]
 
     def _fit_svm(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.svm import LinearSVC
+        ConvergenceWarning = require("sklearn.exceptions", "eval", "the linear probe").ConvergenceWarning
+        LinearSVC = require("sklearn.svm", "eval", "the linear probe").LinearSVC
 
         # NOTE: dual=True as in the released script (sklearn's default in 2020); recent sklearn's "auto" picks the
         # primal solver when rows outnumber features, which is 3x slower here for the same solution.
@@ -114,7 +116,7 @@ class LinearProbe:
         return _as_multiclass(svm.coef_, svm.intercept_)
 
     def _fit_logreg(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.linear_model import LogisticRegression
+        LogisticRegression = require("sklearn.linear_model", "eval", "the linear probe").LogisticRegression
 
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
         with warnings.catch_warnings():

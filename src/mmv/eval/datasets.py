@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmv.data.files import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
+from mmv.data.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
 from mmv.data.skips import SkipReport
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ Choices where the paper is unconfirmed (documented in docs/evaluation.md):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,6 @@ import numpy as np
 import torch
 
 from mmv.data.files import IMAGE_EXTENSIONS, scan_files
-from mmv.eval.features import load_image
 from mmv.data.skips import SkipReport
 from mmv.eval.io import forget_checksum
 
@@ -37,18 +37,19 @@ class DeflationConfig:
     """Options of BN γ/β training.
 
     Attributes:
-        num_frames: frames of the static clip fed to the video network.
-        size: images are resized so that their short side has this many pixels...
-        crop: ...then centre-cropped to ``crop`` x ``crop``.
+        num_frames: frames of the static clip fed to the video network (None: the model's clip length).
+        size: images are resized so that their short side has this many pixels... (None: the model's image
+            settings, ``model.preprocess.image``)
+        crop: ...then centre-cropped to ``crop`` x ``crop`` (None: the model's).
         epochs: passes over the images.
         batch_size: images per step.
         lr: Adam learning rate.
         seed: seed of the batch order.
     """
 
-    num_frames: int = 32
-    size: int = 256
-    crop: int = 224
+    num_frames: int | None = None
+    size: int | None = None
+    crop: int | None = None
     epochs: int = 5
     batch_size: int = 16
     lr: float = 1e-3
@@ -87,13 +88,25 @@ def bn_affine_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
+def resolved(cfg: DeflationConfig, model: torch.nn.Module) -> DeflationConfig:
+    """``cfg`` with the settings left at None taken from the model's preprocessing."""
+    from mmv.eval.features import preprocess_of
+
+    preprocess = preprocess_of(model)
+    return dataclasses.replace(cfg, num_frames=cfg.num_frames or preprocess.video.num_frames,
+                               size=cfg.size or preprocess.image.min_resize, crop=cfg.crop or preprocess.image.crop)
+
+
 def _load_images(paths: list[Path], cfg: DeflationConfig, skipped: SkipReport) -> torch.Tensor:
     from mmv.data.media import MediaError
+    from mmv.data.windows import image_window
+    from mmv.preprocess import ImagePreprocess
 
+    spec = ImagePreprocess(cfg.size, cfg.crop)
     images = []
     for path in paths:
         try:
-            images.append(load_image(path, cfg.size, cfg.crop))
+            images.append(image_window(path, spec))
         except MediaError as err:
             skipped.add(err.reason, path)
     if not images:
@@ -141,7 +154,7 @@ def train_deflated_bn(
     import mmv
     from tqdm import tqdm
 
-    cfg = cfg or DeflationConfig()
+    cfg = resolved(cfg or DeflationConfig(), model)
     if getattr(model, "deflated", False):
         raise ValueError("train_deflated_bn needs the video model, not an already deflated one")
     skipped = SkipReport()

@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,18 +26,10 @@ import numpy as np
 import torch
 
 from mmv.data.files import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
-from mmv.eval.features import (
-    AudioClipSpec,
-    MediaItem,
-    VideoClipSpec,
-    Windowing,
-    embed_audio,
-    embed_images,
-    embed_texts,
-    embed_videos,
-)
 from mmv.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from mmv.data.skips import SkipReport
+from mmv.data.windows import MediaItem, Windowing
+from mmv.eval.features import embed_audio, embed_images, embed_texts, embed_videos, preprocess_of
 from mmv.eval.io import model_checksum
 
 logger = logging.getLogger(__name__)
@@ -56,21 +48,22 @@ class EmbedOptions:
         modality: ``video``, ``audio``, ``text`` or ``image``.
         space: ``repr``, ``va`` or ``vt``.
         windowing: windows per video/audio file.
-        video: video window spec.
-        audio: audio window spec (``seconds`` None: the whole file).
-        image_size, image_crop: image resize and crop.
+        preprocess: frames, audio features, image crop and text settings (a :class:`~mmv.preprocess.Preprocess`);
+            None: the model's own (``model.preprocess``).
+        overrides: settings of ``preprocess`` that differ from the model's, ``{key: {"model", "used"}}`` (from
+            :meth:`~mmv.preprocess.Preprocess.override`); recorded in ``meta.json``.
+        whole_audio: embed each audio file as one window, whatever its length.
         static_frames: feed images to a video network as static clips of this many frames (None: the model must
             be deflated, see ``mmv deflate``).
-        vocab: vocabulary used for text (recorded for reproducibility).
+        vocab: vocabulary file used for text, when not the model's own (recorded for reproducibility).
     """
 
     modality: str = "video"
     space: str = "repr"
     windowing: Windowing = field(default_factory=Windowing)
-    video: VideoClipSpec = field(default_factory=VideoClipSpec)
-    audio: AudioClipSpec = field(default_factory=AudioClipSpec)
-    image_size: int = 256
-    image_crop: int = 224
+    preprocess: Any = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    whole_audio: bool = False
     static_frames: int | None = None
     vocab: str | None = None
 
@@ -91,7 +84,9 @@ def done_files(out_dir: Path) -> set[str]:
         with open(path, newline="", encoding="utf-8") as handle:
             done.update(row["file"] for row in csv.DictReader(handle))
     for path in sorted(out_dir.glob("part-*.parquet")):
-        import pyarrow.parquet as pq
+        from mmv.extras import require
+
+        pq = require("pyarrow.parquet", "parquet", "reading Parquet embeddings")
 
         done.update(pq.read_table(path, columns=["file"]).column("file").to_pylist())
     return done
@@ -108,7 +103,9 @@ def read_embeddings(out_dir: str | Path) -> tuple[list[dict[str, Any]], np.ndarr
         arrays.append(np.load(path.with_name(path.name.replace(".index.csv", ".npy")), allow_pickle=False))
         rows += [_typed(r) for r in part_rows]
     for path in sorted(out_dir.glob("part-*.parquet")):
-        import pyarrow.parquet as pq
+        from mmv.extras import require
+
+        pq = require("pyarrow.parquet", "parquet", "reading Parquet embeddings")
 
         table = pq.read_table(path).to_pydict()
         arrays.append(np.asarray(table.pop("embedding"), dtype=np.float32))
@@ -144,8 +141,10 @@ def _next_part(out_dir: Path) -> int:
 def _write_part(out_dir: Path, number: int, rows: list[dict[str, Any]], embeddings: np.ndarray, fmt: str) -> None:
     stem = out_dir / f"part-{number:05d}"
     if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from mmv.extras import require
+
+        pa = require("pyarrow", "parquet", "writing Parquet (--format parquet)")
+        pq = require("pyarrow.parquet", "parquet", "writing Parquet (--format parquet)")
 
         table = pa.table({**{c: [r[c] for r in rows] for c in INDEX_COLUMNS},
                           "embedding": list(embeddings.astype(np.float32))})
@@ -166,14 +165,15 @@ def _embed_chunk(model: torch.nn.Module, files: list[Path], opts: EmbedOptions, 
     if opts.modality == "text":
         return _embed_text_files(model, files, opts, tokenizer)
     items = [MediaItem(f) for f in files]
+    preprocess = opts.preprocess or preprocess_of(model)
     common = {"space": opts.space, "batch_size": batch_size, "num_workers": num_workers, "progress": progress}
     if opts.modality == "video":
-        result = embed_videos(model, items, spec=opts.video, windowing=opts.windowing, **common)
+        result = embed_videos(model, items, spec=preprocess.video, windowing=opts.windowing, **common)
     elif opts.modality == "audio":
-        result = embed_audio(model, items, spec=opts.audio, windowing=opts.windowing, **common)
+        result = embed_audio(model, items, spec=preprocess.audio, windowing=opts.windowing,
+                             whole=opts.whole_audio, **common)
     else:
-        result = embed_images(model, items, size=opts.image_size, crop=opts.image_crop,
-                              static_frames=opts.static_frames, **common)
+        result = embed_images(model, items, spec=preprocess.image, static_frames=opts.static_frames, **common)
     rows, arrays = [], []
     for path, feats, windows in zip(files, result.features, result.windows):
         if feats is None:
@@ -188,7 +188,7 @@ def _embed_chunk(model: torch.nn.Module, files: list[Path], opts: EmbedOptions, 
 
 def _embed_text_files(model, files, opts, tokenizer) -> tuple[list[dict], np.ndarray, SkipReport]:
     if tokenizer is None:
-        raise ValueError("text embeddings need the model's vocabulary (--vocab)")
+        tokenizer = (opts.preprocess or preprocess_of(model)).text.tokenizer().encode_batch
     rows, sentences, skipped = [], [], SkipReport()
     for path in files:
         try:
@@ -227,7 +227,10 @@ def embed_files(
         raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"model": model_checksum(model), "format": fmt, **_jsonable(asdict(opts))}
+    preprocess = opts.preprocess or preprocess_of(model)
+    settings = {f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "preprocess"}
+    meta = {"model": model_checksum(model), "format": fmt,
+            **_jsonable({**settings, "windowing": asdict(opts.windowing), "preprocess": preprocess.to_dict()})}
     _check_meta(out_dir, meta)
     files = collect_files(paths, opts.modality)
     already = done_files(out_dir)

@@ -1,127 +1,33 @@
-"""Feature extraction: videos, audio, text and images through a frozen MMV model.
+"""Feature extraction: windows of files through a frozen MMV model, batched, pooled and cached.
 
-Every protocol in :mod:`mmv.eval` goes through the functions here, and so does ``mmv embed`` (users' own files).
+Every protocol in :mod:`mmv.eval` goes through the functions here, and so do ``mmv embed`` and ``mmv.embed_*``.
+Files become windows in :mod:`mmv.data.windows` (the clip pipeline shared with training); this module only batches
+the windows, runs the model, pools the windows of each file and caches the results:
 
-* :func:`embed_videos` decodes windows of video files (optionally a time segment of each file), runs
-  ``model.encode_video`` and returns ``[num_windows, D]`` per file. Windows: one centred clip, N evenly spaced
-  clips, sliding clips every ``stride`` seconds, or (training features) one random augmented clip.
-* :func:`embed_audio` does the same for the audio track of videos or for audio files, through a log-mel
-  spectrogram and ``model.encode_audio``.
-* :func:`embed_texts` tokenises sentences with a vocabulary and runs ``model.encode_text``.
-* :func:`embed_images` loads images with Pillow and runs a (deflated) visual network on images or static clips.
+* :func:`embed_videos` runs ``model.encode_video`` on video windows and returns ``[num_windows, D]`` per file;
+* :func:`embed_audio` does the same for the soundtrack of videos or for audio files (``model.encode_audio``);
+* :func:`embed_texts` tokenises sentences and runs ``model.encode_text``;
+* :func:`embed_images` runs a (deflated) visual network on images, or the video network on static clips.
 
-Unreadable files never stop a run: they are skipped and counted by reason in a :class:`~mmv.data.skips.SkipReport`.
-Decoding runs in a ``torch.utils.data.DataLoader`` (``num_workers`` processes); the model runs in the main process
-on batches of ``batch_size`` clips.
+Settings default to the model's own (``model.preprocess``). Unreadable files never stop a run: they are skipped
+and counted by reason in a :class:`~mmv.data.skips.SkipReport`. Decoding runs in a ``torch.utils.data.DataLoader``
+(``num_workers`` processes); the model runs in the main process on batches of ``batch_size`` windows.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmv.data.skips import SkipReport
+from mmv.data.windows import AudioWindows, ImageWindows, MediaItem, VideoWindows, Windowing, item_list
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class VideoClipSpec:
-    """How a video window is decoded and cropped.
-
-    Defaults follow the released UCF101 evaluation (fact sheet §5.2): 32 frames with stride 2 from 25-fps video
-    (12.5 fps over 2.56 s), short side 224, 224 centre crop.
-    """
-
-    num_frames: int = 32
-    fps: float = 12.5
-    min_resize: int = 224
-    crop_size: int = 224
-    flip: bool = True  # random horizontal flips in augmented (training-feature) passes
-
-    def __post_init__(self) -> None:
-        if self.crop_size > self.min_resize:
-            raise ValueError(f"crop ({self.crop_size}) must not exceed the resized short side ({self.min_resize})")
-
-    @property
-    def seconds(self) -> float:
-        return self.num_frames / self.fps
-
-
-@dataclass(frozen=True)
-class AudioClipSpec:
-    """How an audio window is cut and turned into a log-mel spectrogram (mel settings: :class:`MelConfig`).
-
-    ``seconds`` None takes the whole file (or the whole segment) as one window.
-    """
-
-    seconds: float | None = 2.0
-    sample_rate: int = 48000
-
-
-@dataclass(frozen=True)
-class Windowing:
-    """Which windows of a file (or segment) are embedded.
-
-    Attributes:
-        mode: ``"one"`` (a centred window), ``"even"`` (``count`` evenly spaced windows, first at the start and last
-            ending at the end), ``"sliding"`` (every ``stride`` seconds) or ``"random"`` (one random window,
-            for augmented training features).
-        count: windows for ``"even"``.
-        stride: seconds between windows for ``"sliding"``.
-    """
-
-    mode: str = "even"
-    count: int = 10
-    stride: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("one", "even", "sliding", "random"):
-            raise ValueError(f"windowing mode must be one/even/sliding/random, got {self.mode!r}")
-        if self.count < 1 or self.stride <= 0:
-            raise ValueError(f"need count >= 1 and stride > 0, got {self.count} and {self.stride}")
-
-    @classmethod
-    def parse(cls, windows: str, stride: float | None = None) -> "Windowing":
-        """From the command-line form: ``one``, an integer N, or ``sliding`` (with ``stride``)."""
-        if windows == "one":
-            return cls("one", 1)
-        if windows == "sliding":
-            if stride is None:
-                raise ValueError("--windows sliding needs --stride SECONDS")
-            return cls("sliding", 1, stride)
-        try:
-            return cls("even", int(windows))
-        except ValueError:
-            raise ValueError(f"--windows must be 'one', an integer or 'sliding', got {windows!r}") from None
-
-    def starts(self, duration: float, clip_seconds: float, rng: np.random.Generator | None = None) -> list[float]:
-        """Window starts (seconds from the start of the span) for a span of ``duration`` seconds."""
-        from mmv.data.media import evenly_spaced_starts, sliding_starts
-
-        if self.mode == "one":
-            return evenly_spaced_starts(duration, clip_seconds, 1)
-        if self.mode == "even":
-            return evenly_spaced_starts(duration, clip_seconds, self.count)
-        if self.mode == "sliding":
-            return sliding_starts(duration, clip_seconds, self.stride)
-        rng = rng if rng is not None else np.random.default_rng()
-        return [float(rng.uniform(0.0, max(0.0, duration - clip_seconds)))]
-
-
-@dataclass(frozen=True)
-class MediaItem:
-    """A file to embed, or the ``[start, end)`` segment of one (seconds)."""
-
-    path: Path
-    start: float | None = None
-    end: float | None = None
 
 
 @dataclass
@@ -142,63 +48,14 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
-def item_list(items: Iterable[MediaItem | str | Path]) -> list[MediaItem]:
-    return [it if isinstance(it, MediaItem) else MediaItem(Path(it)) for it in items]
+def model_pixels(frames: torch.Tensor, pixel_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """uint8 frames (0-255) as the float pixels the model takes (``pixel_range``, [0, 1] for MMV)."""
+    low, high = pixel_range
+    x = frames.float().div_(255.0)
+    return x if (low, high) == (0.0, 1.0) else x.mul_(high - low).add_(low)
 
 
-# ---------------------------------------------------------------------------------------------------- decoding
-def _crop_video(frames: np.ndarray, crop: int, generator: torch.Generator | None, flip: bool = True) -> torch.Tensor:
-    """Centre crop (``generator`` None) or random crop plus (if ``flip``) random horizontal flip (augmentation), uint8."""
-    from mmv.data.transforms import center_crop, horizontal_flip, random_crop
-
-    video = torch.from_numpy(frames)
-    if generator is None:
-        return center_crop(video, crop).contiguous()
-    video = random_crop(video, crop, generator)
-    if flip and torch.rand((), generator=generator).item() < 0.5:
-        video = horizontal_flip(video)
-    return video.contiguous()
-
-
-def _span(item: MediaItem, duration: float) -> tuple[float, float]:
-    start = 0.0 if item.start is None else max(0.0, item.start)
-    end = duration if item.end is None else min(item.end, duration)
-    return start, max(start, end)
-
-
-class _VideoWindows(Dataset):
-    """Decodes all windows of one item; returns ``(index, uint8 [W, T, H, W, 3] or None, windows, error)``."""
-
-    def __init__(self, items: list[MediaItem], spec: VideoClipSpec, windowing: Windowing, augment: bool,
-                 seed: int) -> None:
-        self.items, self.spec, self.windowing, self.augment, self.seed = items, spec, windowing, augment, seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        from mmv.data.media import MediaError, decode_clip, probe
-
-        item = self.items[index]
-        # Per-item generators: the same windows and crops whatever the worker count or order.
-        rng = np.random.default_rng([self.seed, index])
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62))) if self.augment else None
-        try:
-            span_start, span_end = _span(item, probe(item.path).duration)
-            starts = self.windowing.starts(span_end - span_start, self.spec.seconds, rng)
-            clips, windows = [], []
-            for offset in starts:
-                clip = decode_clip(item.path, span_start + offset, self.spec.num_frames, self.spec.fps,
-                                   with_audio=False, short_side=self.spec.min_resize)
-                clips.append(_crop_video(clip.frames, self.spec.crop_size, generator, self.spec.flip).numpy())
-                windows.append((clip.start, clip.end))
-            return index, np.stack(clips), windows, None
-        except MediaError as err:
-            return index, None, [], err.reason
-        except (OSError, ValueError) as err:
-            return index, None, [], f"unreadable ({type(err).__name__})"
-
-
+# ---------------------------------------------------------------------------------------------------- batching
 def _first(batch: list) -> Any:
     return batch[0]
 
@@ -229,7 +86,7 @@ def _run_batched(
     for index, clips, item_windows, error in tqdm(loader, total=len(items), desc=desc, disable=not progress,
                                                  unit="file"):
         if error is not None:
-            skipped.add(error, items[index].path)
+            skipped.add(error)
             continue
         windows[index] = item_windows
         parts[index], counts[index] = [], len(clips)
@@ -249,19 +106,28 @@ def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
                       persistent_workers=False)
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
+def device_of(model: torch.nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
 
+def preprocess_of(model: torch.nn.Module) -> Any:
+    """The model's :class:`~mmv.preprocess.Preprocess` (the library's defaults for a module without one)."""
+    from mmv.preprocess import Preprocess
+
+    return getattr(model, "preprocess", None) or Preprocess()
+
+
+# ------------------------------------------------------------------------------------------------------ encoding
 def embed_videos(
     model: torch.nn.Module,
     items: Iterable[MediaItem | str | Path],
     *,
     space: str = "repr",
-    spec: VideoClipSpec = VideoClipSpec(),
+    spec: Any = None,
     windowing: Windowing = Windowing(),
     augment: bool = False,
+    flip: bool = True,
     seed: int = 0,
     batch_size: int = 8,
     num_workers: int = 0,
@@ -272,11 +138,12 @@ def embed_videos(
 
     Args:
         model: an MMV model (or anything with ``encode_video``).
-        items: files, or :class:`MediaItem` segments.
+        items: files, or :class:`~mmv.data.windows.MediaItem` segments.
         space: ``"repr"`` (backbone output), ``"va"`` or ``"vt"``.
-        spec: frames, frame rate, resize and crop.
+        spec: a :class:`~mmv.preprocess.VideoPreprocess`; None: the model's (``model.preprocess.video``).
         windowing: which windows per item.
         augment: random crop and horizontal flip instead of the centre crop (training features).
+        flip: random flips when augmenting.
         seed: seed of random windows and augmentation (each item draws from ``(seed, item index)``).
         batch_size: clips per forward pass.
         num_workers: DataLoader processes decoding in parallel.
@@ -284,115 +151,16 @@ def embed_videos(
         desc: the bar's label.
     """
     items = item_list(items)
+    spec = spec or preprocess_of(model).video
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
 
     def encode(clips: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return model.encode_video(clips.to(device).float().div_(255.0), space=space)
+            return model.encode_video(model_pixels(clips.to(device), spec.pixel_range), space=space)
 
-    dataset = _VideoWindows(items, spec, windowing, augment, seed)
+    dataset = VideoWindows(items, spec, windowing, augment=augment, flip=flip, seed=seed)
     return _run_batched(_loader(dataset, num_workers), encode, items, batch_size, progress, desc)
-
-
-# ------------------------------------------------------------------------------------------------------- audio
-def read_audio_file(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The whole first audio stream of a file as mono float32 at ``sample_rate`` (channels averaged).
-
-    Raises:
-        MediaError: missing, unreadable, or without an audio stream.
-    """
-    import av
-
-    from mmv.data.media import MediaError
-
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(path, "missing", "no such file")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError) as err:
-        raise MediaError(path, "not_media", f"cannot open: {err}") from err
-    try:
-        if not container.streams.audio:
-            raise MediaError(path, "no_audio", "the file has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout=None, rate=sample_rate)
-        chunks = []
-        for frame in container.decode(stream):
-            chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
-        chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
-    except av.error.FFmpegError as err:
-        raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
-    finally:
-        container.close()
-    if not chunks:
-        raise MediaError(path, "empty", "no audio samples could be decoded")
-    return np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)
-
-
-def _audio_span(item: MediaItem, sample_rate: int, seconds: float | None) -> np.ndarray:
-    """The waveform of an item (whole file or segment): from the audio track of a video, or from an audio file."""
-    from mmv.data.media import MediaError, decode_clip, probe
-
-    info = probe(item.path)
-    if not info.has_audio:
-        raise MediaError(item.path, "no_audio", "the file has no audio track")
-    start, end = _span(item, info.duration)
-    if info.has_video:
-        # One frame whose display time spans the whole segment: decode_clip then returns exactly its audio.
-        length = max(end - start, 1.0 / sample_rate)
-        clip = decode_clip(item.path, start, 1, 1.0 / length, with_audio=True, audio_rate=sample_rate, short_side=16)
-        return clip.audio
-    wave = read_audio_file(item.path, sample_rate)
-    return wave[int(round(start * sample_rate)):int(round(end * sample_rate))]
-
-
-class _AudioWindows(Dataset):
-    """Returns ``(index, float32 [W, T', F] log-mel or None, windows, error)`` for one item."""
-
-    def __init__(self, items: list[MediaItem], spec: AudioClipSpec, windowing: Windowing, mel_config: Any,
-                 seed: int) -> None:
-        self.items, self.spec, self.windowing, self.mel_config, self.seed = items, spec, windowing, mel_config, seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        from mmv.data.audio import log_mel_spectrogram
-        from mmv.data.media import MediaError
-
-        item = self.items[index]
-        rate = self.spec.sample_rate
-        try:
-            wave = _audio_span(item, rate, self.spec.seconds)
-            if wave is None or wave.size == 0:
-                raise MediaError(item.path, "no_audio", "no audio samples in the requested span")
-            offset = item.start or 0.0
-            seconds = self.spec.seconds or len(wave) / rate
-            rng = np.random.default_rng([self.seed, index]) if self.windowing.mode == "random" else None
-            mels, windows = [], []
-            for start in self.windowing.starts(len(wave) / rate, seconds, rng):
-                first, count = int(round(start * rate)), int(round(seconds * rate))
-                piece = wave[first:first + count]
-                piece = np.pad(piece, (0, count - len(piece)))  # windows past the end are zero-padded
-                mels.append(np.asarray(log_mel_spectrogram(piece, self.mel_config), dtype=np.float32))
-                windows.append((offset + start, offset + start + seconds))
-            return index, np.stack(mels), windows, None
-        except MediaError as err:
-            return index, None, [], err.reason
-        except (OSError, ValueError) as err:
-            return index, None, [], f"unreadable ({type(err).__name__})"
-
-
-def default_mel_config(sample_rate: int) -> Any:
-    """The paper's spectrogram (80 mel bins, 2048/1024 window/hop at 48 kHz) scaled to ``sample_rate``."""
-    from mmv.data.audio import MelConfig
-
-    scale = sample_rate / 48000
-    # The window and hop keep their duration (42.7 / 21.3 ms); the top mel edge stays below Nyquist.
-    return MelConfig(sample_rate=sample_rate, n_fft=int(round(2048 * scale)), hop_length=int(round(1024 * scale)),
-                     fmax=min(7600.0, sample_rate / 2))
 
 
 def embed_audio(
@@ -400,48 +168,53 @@ def embed_audio(
     items: Iterable[MediaItem | str | Path],
     *,
     space: str = "repr",
-    spec: AudioClipSpec = AudioClipSpec(),
+    spec: Any = None,
     windowing: Windowing = Windowing(),
-    mel_config: Any = None,
+    whole: bool = False,
     seed: int = 0,
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "audio features",
 ) -> Embeddings:
-    """Embeds audio windows (``spec.seconds`` long) with ``model.encode_audio(log_mel, space)``.
+    """Embeds audio windows with ``model.encode_audio(log_mel, space)``.
 
-    Files without an audio track are skipped (reason ``no_audio``). ``mel_config`` None uses
-    :func:`default_mel_config` at ``spec.sample_rate``.
+    ``spec`` is a :class:`~mmv.preprocess.AudioPreprocess` (None: the model's); ``whole`` embeds each file (or
+    segment) as one window, whatever its length. Files without an audio track are skipped (reason ``no_audio``).
     """
     items = item_list(items)
+    spec = spec or preprocess_of(model).audio
     model.eval()
-    device = _device_of(model)
-    mel_config = mel_config if mel_config is not None else default_mel_config(spec.sample_rate)
+    device = device_of(model)
 
     def encode(mels: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return model.encode_audio(mels.to(device), space=space)
 
-    dataset = _AudioWindows(items, spec, windowing, mel_config, seed)
+    dataset = AudioWindows(items, spec, windowing, whole=whole, seed=seed)
     return _run_batched(_loader(dataset, num_workers), encode, items, batch_size, progress, desc)
 
 
-# -------------------------------------------------------------------------------------------------------- text
 def embed_texts(
     model: torch.nn.Module,
     sentences: Sequence[str],
-    tokenizer: Any,
+    tokenizer: Any = None,
     *,
     space: str = "vt",
     batch_size: int = 256,
     progress: bool = False,
 ) -> np.ndarray:
-    """``[N, D]`` embeddings of sentences; ``tokenizer`` maps a list of strings to ``[N, L]`` int64 word ids."""
+    """``[N, D]`` embeddings of sentences.
+
+    ``tokenizer`` maps a list of strings to ``[N, L]`` int64 word ids; None: the model's (its stored vocabulary
+    and text settings, ``model.preprocess.text.tokenizer()``).
+    """
     from tqdm import tqdm
 
+    if tokenizer is None:
+        tokenizer = preprocess_of(model).text.tokenizer().encode_batch
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
     vocab_size = getattr(getattr(getattr(model, "text_backbone", None), "cfg", None), "vocab_size", None)
     out = []
     for first in tqdm(range(0, len(sentences), batch_size), desc="text features", disable=not progress):
@@ -454,55 +227,12 @@ def embed_texts(
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-# ------------------------------------------------------------------------------------------------------ images
-def load_image(path: str | Path, size: int, crop: int) -> np.ndarray:
-    """An image as uint8 ``[crop, crop, 3]``: RGB, short side resized to ``size`` (bilinear), centre crop.
-
-    Raises:
-        MediaError: the file is missing or not a readable image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    from mmv.data.media import MediaError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            w, h = image.size
-            scale = size / min(w, h)
-            image = image.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.BILINEAR)
-            w, h = image.size
-            left, top = (w - crop) // 2, (h - crop) // 2
-            return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
-    except FileNotFoundError as err:
-        raise MediaError(path, "missing", "no such file") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise MediaError(path, "not_image", f"not a readable image: {err}") from err
-
-
-class _Images(Dataset):
-    def __init__(self, items: list[MediaItem], size: int, crop: int) -> None:
-        self.items, self.size, self.crop = items, size, crop
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        from mmv.data.media import MediaError
-
-        try:
-            return index, load_image(self.items[index].path, self.size, self.crop)[None], [(0.0, 0.0)], None
-        except MediaError as err:
-            return index, None, [], err.reason
-
-
 def embed_images(
     model: torch.nn.Module,
     items: Iterable[MediaItem | str | Path],
     *,
     space: str = "repr",
-    size: int = 256,
-    crop: int = 224,
+    spec: Any = None,
     static_frames: int | None = None,
     batch_size: int = 16,
     num_workers: int = 0,
@@ -510,32 +240,24 @@ def embed_images(
     desc: str = "image features",
 ) -> Embeddings:
     """Embeds images: through a deflated model (``static_frames`` None: input ``[B, H, W, 3]``), or through the
-    video network as a static clip of ``static_frames`` copies of the image (``[B, T, H, W, 3]``)."""
+    video network as a static clip of ``static_frames`` copies of the image (``[B, T, H, W, 3]``).
+
+    ``spec`` is an :class:`~mmv.preprocess.ImagePreprocess` (None: the model's).
+    """
     items = item_list(items)
+    preprocess = preprocess_of(model)
+    spec = spec or preprocess.image
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
 
     def encode(images: torch.Tensor) -> torch.Tensor:
-        x = images.to(device).float().div_(255.0)
+        x = model_pixels(images.to(device), preprocess.video.pixel_range)
         if static_frames is not None:
             x = x[:, None].expand(-1, static_frames, -1, -1, -1)
         with torch.inference_mode():
             return model.encode_video(x, space=space)
 
-    return _run_batched(_loader(_Images(items, size, crop), num_workers), encode, items, batch_size, progress, desc)
-
-
-def spec_options(*specs: Any) -> dict[str, Any]:
-    """The dataclass fields of the given specs, for cache keys and reports."""
-    out: dict[str, Any] = {}
-    for spec in specs:
-        out.update({f"{type(spec).__name__}.{k}": v for k, v in asdict(spec).items()})
-    return out
-
-
-def iter_chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for first in range(0, len(values), size):
-        yield values[first:first + size]
+    return _run_batched(_loader(ImageWindows(items, spec), num_workers), encode, items, batch_size, progress, desc)
 
 
 # ------------------------------------------------------------------------------------------------------ caching

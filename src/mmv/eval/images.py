@@ -27,7 +27,8 @@ import torch
 
 from mmv.eval.classifiers import C_GRID, LinearProbe
 from mmv.eval.datasets import VOC_CLASSES, image_folder_split, voc2007
-from mmv.eval.features import MediaItem, cached_pooled, embed_images, files_key
+from mmv.data.windows import MediaItem
+from mmv.eval.features import cached_pooled, embed_images, files_key, preprocess_of
 from mmv.eval.io import FeatureCache, forget_checksum, markdown_table, model_checksum
 from mmv.eval.linear_probe import fit_and_score
 from mmv.eval.metrics import average_precision
@@ -42,8 +43,7 @@ class ImageEvalConfig:
     """Options of the image evaluations.
 
     Attributes:
-        size: short side after resizing.
-        crop: centre crop.
+        spec: resize and crop (an :class:`~mmv.preprocess.ImagePreprocess`); None: the model's.
         static_frames: frames of the static clip for the ``video`` variant (the paper feeds 32).
         C: SVM C; None selects it on held-out training images.
         classifier: ``svm``, ``logreg`` or ``torch``.
@@ -53,8 +53,7 @@ class ImageEvalConfig:
         seed: seed of the C selection.
     """
 
-    size: int = 256
-    crop: int = 224
+    spec: Any = None
     static_frames: int = 32
     C: float | None = None
     classifier: str = "svm"
@@ -97,11 +96,12 @@ def image_features(net: torch.nn.Module, frames: int | None, paths: list[Path], 
                    cache_dir: Any, tag: str, progress: bool):
     """Cached ``vid_repr`` of images: a deflated ``net`` (``frames`` None) or static clips of ``frames`` frames."""
     items = [MediaItem(p) for p in paths]
+    spec = cfg.spec or preprocess_of(net).image
     cache = FeatureCache(cache_dir, model_checksum(net))
-    options = {"size": cfg.size, "crop": cfg.crop, "static_frames": frames, "files": files_key(items)}
+    options = {"image": asdict(spec), "static_frames": frames, "files": files_key(items)}
     return cached_pooled(cache, tag, options, lambda: embed_images(
-        net, items, size=cfg.size, crop=cfg.crop, static_frames=frames, batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers, progress=progress, desc=tag))
+        net, items, spec=spec, static_frames=frames, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        progress=progress, desc=tag))
 
 
 def evaluate_image_folder(

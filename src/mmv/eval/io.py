@@ -129,30 +129,3 @@ def load_tokenizer(vocab: str | Path | None, max_words: int = 16) -> Any:
     from mmv.data.tokenizer import Tokenizer, Vocabulary
 
     return Tokenizer(Vocabulary.load(vocab), max_words=max_words).encode_batch
-
-
-def training_data_settings(model_path: str | Path) -> dict[str, Any]:
-    """The ``data`` section of the training config stored with a model by ``mmv train`` ({} when absent).
-
-    Evaluation should decode clips as training did (frames, fps, crop, audio rate, spectrogram, vocabulary).
-    """
-    from mmv.checkpoint import read_description
-
-    try:
-        description, _ = read_description(model_path)
-    except (FileNotFoundError, ValueError):
-        return {}
-    train_config = description.get("train_config")
-    data = train_config.get("data") if isinstance(train_config, dict) else None
-    return data if isinstance(data, dict) else {}
-
-
-def mel_config_from_training(data: dict[str, Any]) -> Any:
-    """A :class:`mmv.data.audio.MelConfig` from a training ``data`` section, or None when it has no audio settings."""
-    if not {"sample_rate", "stft_window", "stft_hop", "num_mel_bins"} <= set(data):
-        return None
-    from mmv.data.audio import MelConfig
-
-    rate = int(data["sample_rate"])
-    return MelConfig(sample_rate=rate, n_fft=int(data["stft_window"]), hop_length=int(data["stft_hop"]),
-                     n_mels=int(data["num_mel_bins"]), fmax=min(7600.0, rate / 2))

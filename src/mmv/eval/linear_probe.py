@@ -14,7 +14,7 @@ Protocol (fact sheet §5.2; the released ``eval_ucf101.py`` and DMVR's ``linear_
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,15 +29,8 @@ from mmv.eval.datasets import (
     hmdb51_splits,
     ucf101_splits,
 )
-from mmv.eval.features import (
-    MediaItem,
-    PooledFeatures,
-    VideoClipSpec,
-    Windowing,
-    cached_pooled,
-    embed_videos,
-    files_key,
-)
+from mmv.data.windows import MediaItem, Windowing
+from mmv.eval.features import PooledFeatures, cached_pooled, embed_videos, files_key, preprocess_of
 from mmv.data.skips import SkipReport
 from mmv.eval.io import FeatureCache, markdown_table, model_checksum
 from mmv.eval.metrics import mean_and_std, topk_accuracy
@@ -50,7 +43,9 @@ class VideoProbeConfig:
     """Options of the video linear probe (defaults: the paper's UCF101 protocol).
 
     Attributes:
-        spec: frames, fps, resize and crop of a window.
+        spec: frames, fps, resize and crop of a window (a :class:`~mmv.preprocess.VideoPreprocess`); None: the
+            model's own (``model.preprocess.video``).
+        flip: random horizontal flips in the augmented training passes.
         train_passes: augmented passes over the training videos.
         test_windows: evenly spaced windows per test video.
         C: SVM C; None picks the published value (UCF101/HMDB51) or selects one on held-out training videos.
@@ -61,7 +56,8 @@ class VideoProbeConfig:
         seed: seed of random windows and crops.
     """
 
-    spec: VideoClipSpec = field(default_factory=VideoClipSpec)
+    spec: Any = None
+    flip: bool = True
     train_passes: int = 10
     test_windows: int = 10
     C: float | None = None
@@ -85,7 +81,8 @@ def split_features(
     Returns:
         ``(train_x [P*N', D], train_y, test_x [M', D], test_y, skipped)``; files that fail to decode are left out.
     """
-    base = {"space": cfg.space, "spec": asdict(cfg.spec)}
+    spec = cfg.spec or preprocess_of(model).video
+    base = {"space": cfg.space, "spec": asdict(spec), "flip": cfg.flip}
     train_items = [MediaItem(f.path) for f in split.train]
     test_items = [MediaItem(f.path) for f in split.test]
     train_labels = np.array([f.label for f in split.train], dtype=np.int64)
@@ -97,23 +94,24 @@ def split_features(
         seed = cfg.seed * 100003 + p  # one seed per pass: each pass draws new windows and crops
         pooled = cached_pooled(
             cache, f"{tag}-train-pass{p}", {**base, "files": train_key, "seed": seed, "augment": True},
-            lambda: embed_videos(model, train_items, space=cfg.space, spec=cfg.spec, windowing=Windowing("random"),
-                                 augment=True, seed=seed, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                 progress=progress, desc=f"{tag} train pass {p + 1}/{cfg.train_passes}"))
+            lambda: embed_videos(model, train_items, space=cfg.space, spec=spec, windowing=Windowing("random"),
+                                 augment=True, flip=cfg.flip, seed=seed, batch_size=cfg.batch_size,
+                                 num_workers=cfg.num_workers, progress=progress,
+                                 desc=f"{tag} train pass {p + 1}/{cfg.train_passes}"))
         if p == 0:
             skipped.merge(pooled.skipped)
         xs.append(pooled.features)
         ys.append(train_labels[pooled.valid])
-    test = _test_features(model, test_items, cfg, cache, base, tag, progress)
+    test = _test_features(model, test_items, spec, cfg, cache, base, tag, progress)
     skipped.merge(test.skipped)
     return np.concatenate(xs), np.concatenate(ys), test.features, test_labels[test.valid], skipped
 
 
-def _test_features(model, items, cfg, cache, base, tag, progress) -> PooledFeatures:
+def _test_features(model, items, spec, cfg, cache, base, tag, progress) -> PooledFeatures:
     windowing = Windowing("even", cfg.test_windows)
     return cached_pooled(
         cache, f"{tag}-test", {**base, "files": files_key(items), "windows": cfg.test_windows},
-        lambda: embed_videos(model, items, space=cfg.space, spec=cfg.spec, windowing=windowing,
+        lambda: embed_videos(model, items, space=cfg.space, spec=spec, windowing=windowing,
                              batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress,
                              desc=f"{tag} test ({cfg.test_windows} windows)"))
 
@@ -206,8 +204,8 @@ def evaluate_video_probe(
                                groups=groups if len(groups) == len(train_x) else None)
         result["skipped"] = skipped.as_dict()
         per_split[split.name] = result
-    return summarise_splits("video linear probe", dataset, data_dir, per_split, len(split_list[0].classes),
-                      {**asdict(cfg), "C": C})
+    options = {**asdict(cfg), "spec": asdict(cfg.spec or preprocess_of(model).video), "C": C}
+    return summarise_splits("video linear probe", dataset, data_dir, per_split, len(split_list[0].classes), options)
 
 
 def summarise_splits(task: str, dataset: str, data_dir: Path, per_split: dict[str, dict[str, Any]],

@@ -12,8 +12,9 @@ from every direction; clips without an audio track are dropped from the directio
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,17 +22,15 @@ import numpy as np
 import torch
 
 from mmv.eval.datasets import CaptionedClip, msrvtt_1ka, youcook2
+from mmv.data.windows import MediaItem, Windowing
 from mmv.eval.features import (
-    AudioClipSpec,
-    MediaItem,
-    VideoClipSpec,
-    Windowing,
     cached_windows,
     embed_audio,
     embed_texts,
     embed_videos,
     files_key,
     l2_normalize,
+    preprocess_of,
 )
 from mmv.data.skips import SkipReport
 from mmv.eval.io import FeatureCache, markdown_table, model_checksum
@@ -53,10 +52,12 @@ class RetrievalConfig:
     """Options of the retrieval evaluation.
 
     Attributes:
-        spec: frames, fps, resize and crop of a video window (default: 32 frames at 25 fps, 224 crop).
+        spec: frames, fps, resize and crop of a video window (a :class:`~mmv.preprocess.VideoPreprocess`); None:
+            the model's own (``model.preprocess.video``).
+        audio: sample rate and spectrogram of the audio windows (an :class:`~mmv.preprocess.AudioPreprocess`);
+            None: the model's. Audio windows always span the video windows (``clip_seconds`` is set to the video
+            window's length), so a clip's sound and pictures cover the same seconds.
         windows: evenly spaced windows per clip.
-        audio_rate: sample rate of the audio windows (same span as the video windows).
-        mel_config: a :class:`mmv.data.audio.MelConfig`; None: the paper's settings at ``audio_rate``.
         ties: ``pessimistic``, ``optimistic`` or ``average`` (see :mod:`mmv.eval.metrics`).
         tie_atol: cosine similarities closer than this count as tied. Default 0 (exact ties only). Note that on
             CPU the same clip embedded in batches of different composition can differ by ~1e-5 (oneDNN picks
@@ -67,10 +68,9 @@ class RetrievalConfig:
         num_workers: decoding processes.
     """
 
-    spec: VideoClipSpec = field(default_factory=VideoClipSpec)
+    spec: Any = None
+    audio: Any = None
     windows: int = 4
-    audio_rate: int = 48000
-    mel_config: Any = None
     ties: str = "pessimistic"
     tie_atol: float = 0.0
     match: str = "instance"
@@ -89,6 +89,14 @@ def _pooled(windows_features, num_items: int) -> tuple[np.ndarray, np.ndarray]:
     return out, present
 
 
+def clip_settings(model: torch.nn.Module, cfg: RetrievalConfig) -> tuple[Any, Any]:
+    """The video and audio window settings: the config's, else the model's; audio windows span the video's."""
+    preprocess = preprocess_of(model)
+    video = cfg.spec or preprocess.video
+    audio = dataclasses.replace(cfg.audio or preprocess.audio, clip_seconds=video.seconds)
+    return video, audio
+
+
 def clip_embeddings(
     model: torch.nn.Module, clips: Sequence[CaptionedClip], cfg: RetrievalConfig, cache: FeatureCache | None,
     modality: str, space: str, progress: bool, tag: str,
@@ -96,17 +104,17 @@ def clip_embeddings(
     """Window-averaged, normalised clip embeddings of one modality/space; ``present`` marks embedded clips."""
     items = [MediaItem(c.path, c.start, c.end) for c in clips]
     windowing = Windowing("even", cfg.windows)
-    options = {"space": space, "windows": cfg.windows, "spec": asdict(cfg.spec), "files": files_key(items)}
+    video, audio = clip_settings(model, cfg)
+    options = {"space": space, "windows": cfg.windows, "spec": asdict(video), "files": files_key(items)}
     if modality == "video":
-        compute = lambda: embed_videos(model, items, space=space, spec=cfg.spec, windowing=windowing,  # noqa: E731
+        compute = lambda: embed_videos(model, items, space=space, spec=video, windowing=windowing,  # noqa: E731
                                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress,
                                        desc=f"{tag} video ({space})")
     else:
-        audio_spec = AudioClipSpec(seconds=cfg.spec.seconds, sample_rate=cfg.audio_rate)
-        options.update(audio_rate=cfg.audio_rate, mel=asdict(cfg.mel_config) if cfg.mel_config else None)
-        compute = lambda: embed_audio(model, items, space=space, spec=audio_spec, windowing=windowing,  # noqa: E731
-                                      mel_config=cfg.mel_config, batch_size=cfg.batch_size,
-                                      num_workers=cfg.num_workers, progress=progress, desc=f"{tag} audio ({space})")
+        options.update(audio=asdict(audio))
+        compute = lambda: embed_audio(model, items, space=space, spec=audio, windowing=windowing,  # noqa: E731
+                                      batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress,
+                                      desc=f"{tag} audio ({space})")
     feats = cached_windows(cache, f"{tag}-{modality}-{space}", options, compute)
     embeddings, present = _pooled(feats, len(clips))
     return embeddings, present, feats.skipped
@@ -129,7 +137,8 @@ def evaluate_retrieval(
     Args:
         model: a frozen MMV model.
         clips: the test clips with their captions.
-        tokenizer: maps a list of sentences to ``[N, L]`` word ids (needed for text directions).
+        tokenizer: maps a list of sentences to ``[N, L]`` word ids (needed for text directions); None: the
+            model's own vocabulary, if it has one.
         cfg: options.
         directions: any of ``text->video``, ``text->audio``, ``audio->video``.
         labels: per-clip labels for ``cfg.match == "label"``.
@@ -143,6 +152,8 @@ def evaluate_retrieval(
         raise ValueError(f"unknown retrieval direction(s) {sorted(unknown)}; choose from {DIRECTIONS}")
     if not clips:
         raise ValueError("no clips to evaluate (are the videos present?)")
+    if tokenizer is None and preprocess_of(model).text.vocabulary is not None:
+        tokenizer = preprocess_of(model).text.tokenizer().encode_batch
     cache = FeatureCache(cache_dir, model_checksum(model))
     groups = _groups(clips, cfg.match, labels)
     embedded: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -177,7 +188,8 @@ def evaluate_retrieval(
         results[direction]["dropped_clips"] = int((~keep).sum())
         results[direction]["clip_index"] = np.flatnonzero(keep).tolist()  # the clip of each query/candidate
     return {"task": "zero-shot retrieval", "num_clips": len(clips), "directions": results,
-            "skipped": skipped, "options": {**asdict(cfg), "mel_config": str(cfg.mel_config)}}
+            "skipped": skipped, "options": {**asdict(cfg), "spec": asdict(clip_settings(model, cfg)[0]),
+                                            "audio": asdict(clip_settings(model, cfg)[1])}}
 
 
 def _groups(clips: Sequence[CaptionedClip], match: str, labels: Sequence[int] | None) -> np.ndarray:

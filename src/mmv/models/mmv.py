@@ -102,9 +102,14 @@ class MMV(nn.Module):
     """``forward(video=None, audio=None, word_ids=None) -> dict`` (see docs/design.md for shapes and keys)."""
 
     def __init__(self, cfg: MMVConfig) -> None:
+        from mmv.preprocess import Preprocess
+
         super().__init__()
         self.cfg = cfg
         self.deflated = False
+        # What a file must become to be this model's input (frames, audio features, vocabulary): saved with the
+        # weights by mmv.save, set by mmv.load, mmv convert and mmv train (see mmv.preprocess).
+        self.preprocess = Preprocess()
         mods = cfg.modalities
         self.video_backbone = create_backbone(cfg.video_backbone, **cfg.video_backbone_args)
         self.audio_backbone = (
@@ -275,10 +280,15 @@ def deflate(model: MMV) -> MMV:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registered variants. Released models (the paper's Table 2, FAC, AudioSet + HowTo100M):
-def _create(cfg: MMVConfig, overrides: dict[str, Any]) -> MMV:
+def _create(cfg: MMVConfig, overrides: dict[str, Any], released: bool = False) -> MMV:
+    from mmv.preprocess import Preprocess
+
     if overrides:
         cfg = MMVConfig.from_dict({**cfg.to_dict(), **overrides})
-    return MMV(cfg)
+    model = MMV(cfg)
+    if released:
+        model.preprocess = Preprocess.released()
+    return model
 
 
 def _released_config(video_backbone: str, video_args: dict[str, Any]) -> MMVConfig:
@@ -293,19 +303,19 @@ def _released_config(video_backbone: str, video_args: dict[str, Any]) -> MMVConf
 @register_model
 def mmv_fac_s3dg(**overrides: Any) -> MMV:
     """MMV FAC with S3D-G (9.1M), the released ``mmv_s3d.pkl``."""
-    return _create(_released_config("s3dg", {"space_to_depth": True}), overrides)
+    return _create(_released_config("s3dg", {"space_to_depth": True}), overrides, released=True)
 
 
 @register_model
 def mmv_fac_tsm_resnet50(**overrides: Any) -> MMV:
     """MMV FAC with TSM-ResNet50 (23.5M), the released ``mmv_tsm_resnet_x1.pkl``."""
-    return _create(_released_config("tsm_resnet", {"depth": 50, "width_mult": 1}), overrides)
+    return _create(_released_config("tsm_resnet", {"depth": 50, "width_mult": 1}), overrides, released=True)
 
 
 @register_model
 def mmv_fac_tsm_resnet50x2(**overrides: Any) -> MMV:
     """MMV FAC with TSM-ResNet50x2 (93.9M), the released ``mmv_tsm_resnet_x2.pkl``."""
-    return _create(_released_config("tsm_resnet", {"depth": 50, "width_mult": 2}), overrides)
+    return _create(_released_config("tsm_resnet", {"depth": 50, "width_mult": 2}), overrides, released=True)
 
 
 # Tiny members of the same families: CPU-trainable in minutes (demo, tests). Same code paths, smaller widths/depths.

@@ -37,11 +37,10 @@ SYNTHETIC_VOCAB_SIZE = 1000  # below the smallest model vocabulary (the tiny mod
 # ----------------------------------------------------------------------------------------------------------------
 
 def mel_config(data: DataSection) -> Any:
-    """The :class:`mmv.data.audio.MelConfig` of the config's audio settings."""
-    from mmv.data.audio import MelConfig
+    """The :class:`mmv.data.audio.MelConfig` of the config's audio settings (what the trained model records)."""
+    from mmv.preprocess import Preprocess
 
-    return MelConfig(sample_rate=data.sample_rate, n_fft=data.stft_window, hop_length=data.stft_hop,
-                     n_mels=data.num_mel_bins, fmin=data.mel_fmin, fmax=data.mel_fmax)
+    return Preprocess.from_training_data(data).audio.mel
 
 
 def num_audio_frames(data: DataSection) -> int:
@@ -96,7 +95,10 @@ def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any
 
     transform = VideoTransform(train=True, crop_size=data.crop, min_resize=data.min_resize, flip=data.flip,
                                color_jitter=data.color_jitter)
+    # Frames are resized to the short side while decoding, as in evaluation and embedding (mmv.data.windows): the
+    # same pixels for the same clip whichever path reads it.
     common = dict(num_frames=data.num_frames, fps=data.fps, transform=transform, mel_config=mel_config(data),
+                  short_side=data.min_resize,
                   tokenizer=tokenizer, num_narrations=data.num_narrations, seed=seed)
     if spec.kind == "shards":
         from mmv.data.shards import ShardDataset

@@ -114,6 +114,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- data: batches in a deterministic order that continues where the checkpoint stopped ------------------
     dataset = build_dataset(cfg.data, cfg.run.seed, vocab_size=text_vocab_size(raw_model), rank=info.rank,
                             world_size=info.world_size)
+    # Every checkpoint records the clips, audio features and vocabulary it was trained on (mmv.preprocess), so it
+    # is evaluated and embedded on the same inputs without any flag.
+    raw_model.preprocess = training_preprocess(cfg)
     stream = BatchStream(dataset, batch_size, rank=info.rank, world_size=info.world_size, seed=cfg.run.seed,
                          workers=cfg.data.workers, pin_memory=device.type == "cuda", state=data_state)
 
@@ -241,6 +244,18 @@ def build_model(cfg: TrainConfig, info: DistInfo) -> nn.Module:
     if cfg.run.channels_last:
         to_channels_last(model)
     return model
+
+
+def training_preprocess(cfg: TrainConfig) -> Any:
+    """The :class:`mmv.preprocess.Preprocess` of a run: its data settings and, with real text, its vocabulary."""
+    from mmv.preprocess import Preprocess
+
+    vocabulary = None
+    if cfg.data.vocab and any(spec.kind != "synthetic" for spec in cfg.data.datasets):  # synthetic text has no words
+        from mmv.data.tokenizer import Vocabulary
+
+        vocabulary = Vocabulary.load(cfg.data.vocab)
+    return Preprocess.from_training_data(cfg.data, vocabulary)
 
 
 def freeze_unused_heads(model: nn.Module, loss: LossSection) -> None:
@@ -425,6 +440,10 @@ class MetricLogger:
             truncate_metrics(self.metrics_path, start_step)
         self.jsonl = open(self.metrics_path, "a")
         if cfg.run.tensorboard:
+            from mmv.extras import require
+
+            # torch.utils.tensorboard needs the tensorboard package; without it, a message that says how to get it.
+            require("tensorboard", "train", "TensorBoard logging (run.tensorboard=false turns it off)")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step if resuming else None)
