@@ -1,4 +1,5 @@
-"""The lean install: ``pip install mmv`` without extras must load, save, run and decode, and name an extra it lacks.
+"""The lean install: ``pip install mmv`` without extras must load, save, run, decode and embed, and name an extra it
+lacks.
 
 ``.ci/run`` runs this with the python of a fresh venv that holds torch and ``pip install -e .`` only.
 ``tests/test_lean_install.py`` runs the same checks in the development venv with the extras' packages blocked from
@@ -77,6 +78,32 @@ def check_media(tmp: Path) -> None:
     assert mel.shape == (38, 80), mel.shape
 
 
+def check_embed(tmp: Path) -> None:
+    """mmv.embed_video / embed_audio / embed_text / embed_image on real MP4 files, with the model's own settings."""
+    import torch
+
+    import mmv
+    from mmv.data.tokenizer import Vocabulary
+    from mmv.preprocess import Preprocess
+
+    if not (tmp / "clip.mp4").exists():
+        write_mp4(tmp / "clip.mp4")
+    model = mmv.create_model("mmv_tiny_s3dg")
+    data = {"num_frames": 4, "fps": 10.0, "crop": 32, "min_resize": 32, "sample_rate": 16000, "stft_window": 512,
+            "stft_hop": 256, "num_mel_bins": 40, "mel_fmin": 80.0, "mel_fmax": 7000.0, "max_words": 8}
+    model.preprocess = Preprocess.from_training_data(data, Vocabulary(["tone", "grey", "video"]))
+    mmv.save(model, tmp / "embedder")
+    model = mmv.load(tmp / "embedder")
+    videos = mmv.embed_video(model, [tmp / "clip.mp4", tmp / "clip.mp4"], space="vt")
+    sounds = mmv.embed_audio(model, [tmp / "clip.mp4"], space="va")
+    texts = mmv.embed_text(model, ["a grey video", "a tone"], space="vt")
+    images = mmv.embed_image(model, torch.randint(0, 256, (3, 40, 50, 3), dtype=torch.uint8), space="vt")
+    assert videos.shape == (2, 64) and sounds.shape == (1, 128), (videos.shape, sounds.shape)
+    assert texts.shape == (2, 64) and images.shape == (3, 64), (texts.shape, images.shape)
+    assert torch.isfinite(torch.cat([videos, texts, images])).all() and torch.isfinite(sounds).all()
+    assert not model.deflated, "embed_image must deflate a copy, never the caller's model"
+
+
 def check_cli_names_extra(tmp: Path) -> None:
     """``mmv demo`` without the demo extra, through ``mmv.cli.main.main``: one line naming the extra, status 1."""
     from mmv.cli.main import main
@@ -106,6 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         check_model(Path(tmp))
         check_media(Path(tmp))
+        check_embed(Path(tmp))
         check_cli_names_extra(Path(tmp))
         check_console_script_names_extra(Path(tmp))
     print("lean install: ok")

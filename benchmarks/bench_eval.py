@@ -42,13 +42,15 @@ def _write_clips(folder: Path, count: int, size: int, num_frames: int) -> list[P
 
 def bench_extraction(models: list[str], frames: int, size: int, clips: int, batch: int) -> None:
     import mmv
-    from mmv.eval.features import VideoClipSpec, Windowing, embed_videos
+    from mmv.data.windows import Windowing
+    from mmv.eval.features import embed_videos
+    from mmv.preprocess import VideoPreprocess
 
     threads = torch.get_num_threads()
     print(f"\n== feature extraction: {frames} frames x {size}x{size}, batch {batch}, {threads} threads ==")
     with tempfile.TemporaryDirectory() as tmp:
         paths = _write_clips(Path(tmp), clips, size, frames * 2)
-        spec = VideoClipSpec(num_frames=frames, fps=25, min_resize=size, crop_size=size)
+        spec = VideoPreprocess(num_frames=frames, fps=25, min_resize=size, crop=size)
         print(f"{'model':<26}{'forward clips/s':>16}{'pipeline clips/s':>18}{'decode share':>14}")
         for name in models:
             model = mmv.create_model(name).eval()

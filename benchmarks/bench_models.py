@@ -9,7 +9,7 @@ with trained weights), clips/s at batch 1 (default 32x224x224, the released mode
 * ``channels_first``: the same model with its weights made contiguous (channels-first), plus inference_mode: what
   the channels-last default gains;
 * ``no_hugepages``: inference_mode in a fresh process with ``THP_MEM_ALLOC_ENABLE=0``, i.e. without the
-  transparent huge pages that importing ``mmv`` turns on for large CPU tensors: what that default gains;
+  transparent huge pages that the ``mmv`` command (and this script) turn on for large CPU tensors: what they gain;
 * ``default_malloc``: inference_mode in a fresh process without :func:`mmv.runtime.reuse_freed_memory` (which this
   script, like the ``mmv`` command, calls at start): what keeping freed memory in the heap gains;
 * ``no_winograd``: inference_mode with the Winograd F(4x4, 3x3) path of the wide 3x3 convolutions turned off
@@ -45,10 +45,14 @@ import time
 
 import numpy as np
 
-import mmv  # before torch: mmv turns on huge pages for large CPU tensors, which torch reads at import
-import torch
-from mmv.models import winograd
-from mmv.runtime import reuse_freed_memory
+import mmv
+
+# The mmv command's settings (what the speed tables report): huge pages must be requested before torch is imported.
+mmv.runtime.use_fast_cpu_settings()
+
+import torch  # noqa: E402
+from mmv.models import winograd  # noqa: E402
+from mmv.runtime import reuse_freed_memory  # noqa: E402
 
 JAX_SECONDS_PER_CLIP = {"mmv_fac_s3dg": 0.83, "mmv_fac_tsm_resnet50": 2.05, "mmv_fac_tsm_resnet50x2": 7.6}
 RELEASED = {"s3dg": "mmv_fac_s3dg", "tsm50": "mmv_fac_tsm_resnet50", "tsm50x2": "mmv_fac_tsm_resnet50x2"}

@@ -46,7 +46,7 @@ def run_checks(tmp_path: Path, *checks: str) -> dict:
 
 
 def test_core_works_without_extras(tmp_path: Path) -> None:
-    seen = run_checks(tmp_path, "check_model", "check_media")
+    seen = run_checks(tmp_path, "check_model", "check_media", "check_embed")
     assert seen["loaded"] == [], seen
 
 

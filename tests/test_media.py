@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+from pathlib import Path
 
 import av
 import numpy as np
@@ -13,7 +14,8 @@ import scipy.signal
 import torch
 
 from mmv.data import media
-from mmv.data.media import MediaError, decode_clip, evenly_spaced_starts, probe, random_start, sliding_starts
+from mmv.data.media import (MediaError, decode_audio, decode_clip, evenly_spaced_starts, probe, random_start,
+                            sliding_starts)
 
 VIDEO_KEYS = ["lossless_mp4", "x264_2997_mkv", "vp9_webm", "mpeg4_avi", "odd_size_no_audio_mp4", "vfr_mkv", "vfr_mp4",
               "late_video_mkv"]
@@ -123,18 +125,22 @@ def test_audio_span_matches_video_span(media_files, synthetic_media, key):
     for start in [0.0, 0.3, 0.777, 1.55, spec.duration - 1.0]:
         clip = decode_clip(spec.path, start, 8, 10.0, audio_rate=48000)
         assert synthetic_media.frame_index(clip.frames[0]) == displayed_index(times, start)
-        audio = clip.audio
-        assert audio.dtype == np.float32 and audio.shape == (38400,)
-        t = start + np.arange(len(audio)) / 48000
-        valid = t < spec.audio_duration - 0.005
-        expected = synthetic_media.audio_signal(t) * valid  # the chirp: the mean of both channels
-        # Cross-correlation over lags of +-200 samples: the lag that best aligns the decoded span with the chirp.
-        scores = scipy.signal.correlate(audio, expected[200:-200], mode="valid", method="fft")
-        lag = int(np.argmax(scores)) - 200
-        assert abs(lag) <= MAX_LAG[key], (key, start, lag)
-        aligned = np.roll(audio, -lag)[valid][200:-200]
-        rel_rms = np.sqrt(np.mean((aligned - expected[valid][200:-200]) ** 2) / np.mean(expected[valid] ** 2))
-        assert rel_rms < MAX_REL_RMS[key], (key, start, rel_rms)
+        assert_follows_signal(clip.audio, start, spec, key, synthetic_media)
+
+
+def assert_follows_signal(audio: np.ndarray, start: float, spec, key: str, synthetic_media) -> None:
+    """0.8 s of 48 kHz audio decoded from ``start`` is the encoded chirp, placed within the file's tolerance."""
+    assert audio.dtype == np.float32 and audio.shape == (38400,)
+    t = start + np.arange(len(audio)) / 48000
+    valid = t < spec.audio_duration - 0.005
+    expected = synthetic_media.audio_signal(t) * valid  # the chirp: the mean of both channels
+    # Cross-correlation over lags of +-200 samples: the lag that best aligns the decoded span with the chirp.
+    scores = scipy.signal.correlate(audio, expected[200:-200], mode="valid", method="fft")
+    lag = int(np.argmax(scores)) - 200
+    assert abs(lag) <= MAX_LAG[key], (key, start, lag)
+    aligned = np.roll(audio, -lag)[valid][200:-200]
+    rel_rms = np.sqrt(np.mean((aligned - expected[valid][200:-200]) ** 2) / np.mean(expected[valid] ** 2))
+    assert rel_rms < MAX_REL_RMS[key], (key, start, rel_rms)
 
 
 def test_audio_past_the_end_is_zero_padded(media_files, synthetic_media):
@@ -155,6 +161,38 @@ def test_audio_length_is_exact(media_files, num_frames, fps, rate):
     clip = decode_clip(media_files["lossless_mp4"].path, 0.4, num_frames, fps, audio_rate=rate)
     assert clip.audio.shape == (round(num_frames / fps * rate),)
     assert np.abs(clip.audio).max() <= 1.0
+
+
+@pytest.mark.parametrize("key", AUDIO_KEYS)
+def test_decode_audio_follows_the_encoded_signal(media_files, synthetic_media, key):
+    """decode_audio(path, start, end) places the span in the file's timeline as decode_clip does (same bounds)."""
+    spec = media_files[key]
+    for start in [0.0, 0.3, 1.1, spec.duration - 1.0]:
+        audio = decode_audio(spec.path, start, start + 0.8, sample_rate=48000)
+        assert_follows_signal(audio, start, spec, key, synthetic_media)
+
+
+def test_decode_audio_whole_files_audio_only_and_past_the_end(media_files):
+    spec = media_files["x264_2997_mkv"]  # PCM: nothing rings past the end
+    whole = decode_audio(spec.path, sample_rate=16000)
+    assert abs(len(whole) - round(spec.duration * 16000)) <= 1
+    only = media_files["audio_only_m4a"]
+    sound = decode_audio(only.path, 0.5, 1.5, sample_rate=48000)
+    assert sound.shape == (48000,) and np.abs(sound).max() > 0.3
+    # Past the end of the sound: zeros, the requested length.
+    tail = decode_audio(spec.path, spec.audio_duration - 0.1, spec.audio_duration + 0.4, sample_rate=16000)
+    assert tail.shape == (8000,) and np.all(tail[1600 + 48:] == 0)
+
+
+@pytest.mark.parametrize("key, reason", [("odd_size_no_audio_mp4", "no_audio"), ("empty_mp4", "empty"),
+                                         ("text_mp4", "not_media")])
+def test_decode_audio_errors_name_the_problem(media_files, key, reason):
+    path = getattr(media_files[key], "path", media_files[key])
+    with pytest.raises(MediaError) as info:
+        decode_audio(path)
+    assert info.value.reason == reason and Path(path).name in str(info.value)
+    with pytest.raises(MediaError, match="too_short"):
+        decode_audio(media_files["lossless_mp4"].path, 10.0)
 
 
 def test_missing_audio_is_none(media_files):

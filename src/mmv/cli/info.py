@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="print an architecture's parameter counts per part",
         description="Print the parameter counts per part (backbones, heads) of a registered architecture or of a "
-                    "saved model, beside the paper's numbers where it gives them.",
+                    "saved model, beside the paper's numbers where it gives them, and the preprocessing the model "
+                    "expects (frames, rate, crop, audio features, vocabulary).",
         epilog="Examples: mmv info --arch mmv_fac_s3dg ; mmv info models/mmv_s3d ; mmv info --list",
     )
     p.add_argument("model", nargs="?", help="a saved model (directory or .safetensors)")
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     counts = model.parameter_counts()
     cfg = model.cfg
     if args.json:
-        print(json.dumps({"config": cfg.to_dict(), "parameters": counts}, indent=2))
+        print(json.dumps({"config": cfg.to_dict(), "parameters": counts,
+                          "preprocess": model.preprocess.to_dict()}, indent=2))
         return 0
     video_key = (cfg.video_backbone, cfg.video_backbone_args.get("width_mult", 1.0))
     paper = {"video_backbone": PAPER_COUNTS_M.get(video_key)}
@@ -52,4 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if text is not None:
         frozen = text.embed.weight.numel()
         print(f"(the text backbone includes {frozen:,} frozen word-embedding values)")
+    print("\npreprocessing (model.preprocess):")
+    print("\n".join("  " + line for line in model.preprocess.describe().splitlines()))
     return 0

@@ -218,12 +218,7 @@ def decode_clip(
     _check_clip_args(start, num_frames, fps, audio_rate, short_side, threads)
     container = _open(path)
     try:
-        video = _video_stream(container)
-        if video is None:
-            raise MediaError(path, "no_video", "the file has no video stream")
-        duration = _duration(container, path)
-        if start >= duration:
-            raise MediaError(path, "too_short", f"clip start {start:.3f} s is at or past the end ({duration:.3f} s)")
+        video, duration = _stream_and_duration(container, path, "video", start)
         origin = _origin(container)
         _configure_decoder(video, threads)
         targets = [origin + start + i / fps for i in range(num_frames)]
@@ -280,12 +275,7 @@ def decode_audio(
         raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
     container = _open(path)
     try:
-        stream = _audio_stream(container)
-        if stream is None:
-            raise MediaError(path, "no_audio", "the file has no audio stream")
-        duration = _duration(container, path)
-        if start >= duration:
-            raise MediaError(path, "too_short", f"start {start:.3f} s is at or past the end ({duration:.3f} s)")
+        stream, duration = _stream_and_duration(container, path, "audio", start)
         end = duration if end is None else end
         _configure_decoder(stream, threads)
         num_samples = round((end - start) * sample_rate)
@@ -432,6 +422,18 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
 
 def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
     return container.streams.audio[0] if container.streams.audio else None
+
+
+def _stream_and_duration(container: av.container.InputContainer, path: str | os.PathLike, kind: str,
+                         start: float) -> tuple[av.stream.Stream, float]:
+    """The file's ``video`` or ``audio`` stream and its duration, checking that ``start`` lies inside the file."""
+    stream = _video_stream(container) if kind == "video" else _audio_stream(container)
+    if stream is None:
+        raise MediaError(path, f"no_{kind}", f"the file has no {kind} stream")
+    duration = _duration(container, path)
+    if start >= duration:
+        raise MediaError(path, "too_short", f"start {start:.3f} s is at or past the end ({duration:.3f} s)")
+    return stream, duration
 
 
 def _origin(container: av.container.InputContainer) -> float:

@@ -225,14 +225,16 @@ def embed_files(
     """
     if fmt not in ("npy", "parquet"):
         raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
+    preprocess = opts.preprocess or preprocess_of(model)
+    if opts.modality == "text" and tokenizer is None:
+        tokenizer = preprocess.text.tokenizer().encode_batch  # before anything is written: no vocabulary, no run
+    files = collect_files(paths, opts.modality)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    preprocess = opts.preprocess or preprocess_of(model)
     settings = {f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "preprocess"}
     meta = {"model": model_checksum(model), "format": fmt,
             **_jsonable({**settings, "windowing": asdict(opts.windowing), "preprocess": preprocess.to_dict()})}
     _check_meta(out_dir, meta)
-    files = collect_files(paths, opts.modality)
     already = done_files(out_dir)
     todo = [f for f in files if str(f) not in already]
     logger.info("%d files, %d already embedded, %d to do", len(files), len(files) - len(todo), len(todo))
