@@ -68,6 +68,15 @@ def class_frames(label: int, seed: int, num_frames: int = 12, size: int = 32, no
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
+def resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` with the short side resized to ``size`` (torch, bilinear, antialiased, rounded)."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    shape = (size, w * size // h) if h <= w else (h * size // w, size)
+    x = torch.nn.functional.interpolate(x, size=shape, mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def class_tone(label: int, seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     """A sine at 300 * (label + 1) Hz with a little noise, mono float32."""
     t = np.arange(int(round(seconds * rate))) / rate

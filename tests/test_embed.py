@@ -13,7 +13,7 @@ import torch
 
 import mmv
 from eval_fixtures import calibrated_tiny_model, class_frames, class_tone, single_thread, write_image  # noqa: F401
-from eval_fixtures import write_video, write_wav
+from eval_fixtures import resize_short_side, write_video, write_wav
 from mmv.data.audio import MelConfig, log_mel_spectrogram
 from mmv.data.media import MediaError
 from mmv.data.tokenizer import Vocabulary
@@ -65,8 +65,8 @@ def test_video_paths_windows_and_times(model, files, single_thread):
     assert [start for start, _ in result.times[0]] == pytest.approx(starts)
     assert [end - start for start, end in result.times[0]] == pytest.approx([0.8] * 3)
     with torch.no_grad():
-        hand = torch.stack([model.encode_video(torch.from_numpy(_crop(decode_clip(
-            files["video"], s, 4, 5.0, with_audio=False, short_side=28).frames, 24).copy())[None].float() / 255,
+        hand = torch.stack([model.encode_video(torch.from_numpy(_crop(resize_short_side(decode_clip(
+            files["video"], s, 4, 5.0, with_audio=False).frames, 28), 24).copy())[None].float() / 255,
             space="vt")[0] for s in starts])
     torch.testing.assert_close(result.windows[0], hand, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(result.pooled[0], _normalized_mean(hand), rtol=1e-4, atol=1e-5)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval_fixtures import class_frames, class_tone, single_thread, write_video, write_wav  # noqa: F401
+from eval_fixtures import single_thread  # noqa: F401
+from eval_fixtures import class_frames, class_tone, resize_short_side, write_video, write_wav
 from mmv.data.audio import MelConfig, log_mel_spectrogram
 from mmv.data.tokenizer import Vocabulary
 from mmv.preprocess import AudioPreprocess, ImagePreprocess, Preprocess, TextPreprocess, VideoPreprocess
@@ -162,12 +163,12 @@ def trained(tmp_path_factory) -> dict:
 
 
 def _hand_video_features(model, path: Path, num_windows: int, space: str) -> np.ndarray:
-    """DATA's clips by hand: evenly spaced 6-frame windows at 5 fps, short side 30 while decoding, centre 24 crop."""
+    """DATA's clips by hand: evenly spaced 6-frame windows at 5 fps, short side resized to 30, centre 24 crop."""
     from mmv.data.media import decode_clip, evenly_spaced_starts, probe
 
     rows = []
     for start in evenly_spaced_starts(probe(path).duration, 6 / 5.0, num_windows):
-        frames = decode_clip(path, start, 6, 5.0, with_audio=False, short_side=30).frames
+        frames = resize_short_side(decode_clip(path, start, 6, 5.0, with_audio=False).frames, 30)
         top, left = (frames.shape[1] - 24) // 2, (frames.shape[2] - 24) // 2
         clip = torch.from_numpy(frames[:, top:top + 24, left:left + 24].copy()).float()[None] / 255
         with torch.no_grad():

@@ -198,7 +198,9 @@ class ClipBuilder:
         num_narrations: K, narrations per clip (the nearest in time).
         max_narration_distance: Narrations farther than this (seconds) from the clip are not used; None: no limit.
         with_audio: Decode audio (False: audio zeros and ``audio_mask`` False).
-        short_side: Resize frames while decoding (saves memory on large videos).
+        short_side: Resize frames to exactly this short side while decoding. None (the clip pipeline's way): with
+            a ``transform`` that resizes (``min_resize``), large frames are shrunk while decoding only down to
+            :func:`mmv.data.windows.decode_limit` and the transform does the final resize, as evaluation does.
         max_words: L when there is no tokenizer.
     """
 
@@ -216,6 +218,12 @@ class ClipBuilder:
     @property
     def clip_duration(self) -> float:
         return self.num_frames / self.fps
+
+    def _decode_limit(self) -> int | None:
+        from mmv.data.windows import decode_limit
+
+        min_resize = getattr(self.transform, "min_resize", None)
+        return decode_limit(min_resize) if min_resize else None
 
     def window_start(self, duration: float, *, train: bool, window: int = 0, num_windows: int = 1,
                      generator: torch.Generator | None = None) -> float:
@@ -238,7 +246,8 @@ class ClipBuilder:
         from mmv.data.media import decode_clip
 
         clip = decode_clip(media_path, start, self.num_frames, self.fps, with_audio=self.with_audio,
-                           audio_rate=self.mel_config.sample_rate, short_side=self.short_side)
+                           audio_rate=self.mel_config.sample_rate, short_side=self.short_side,
+                           max_short_side=self._decode_limit())
         if self.transform is not None:
             video = self.transform(clip.frames, generator)
         else:

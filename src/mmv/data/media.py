@@ -190,6 +190,7 @@ def decode_clip(
     with_audio: bool = True,
     audio_rate: int = 48000,
     short_side: int | None = None,
+    max_short_side: int | None = None,
     threads: int = 1,
 ) -> Clip:
     """Decodes ``num_frames`` frames at ``fps`` from ``start`` seconds, and the audio of the same span.
@@ -205,6 +206,10 @@ def decode_clip(
         audio_rate: Output sample rate of the audio.
         short_side: If given, frames are resized while decoding so that their shorter side has this many pixels
             (aspect ratio kept), which saves memory for large videos.
+        max_short_side: If given (and ``short_side`` is not), frames whose shorter side is longer are shrunk to
+            it while decoding; smaller frames keep their size. The clip pipeline decodes so, at twice the model's
+            resize, and leaves the final resize to :mod:`mmv.data.transforms` (the same pixels in training and
+            evaluation, full-resolution frames never in memory).
         threads: Decoder threads per stream. Keep 1 inside DataLoader workers (see the module docstring).
 
     Returns:
@@ -215,14 +220,17 @@ def decode_clip(
             the end of the file.
         ValueError: An argument is out of range.
     """
-    _check_clip_args(start, num_frames, fps, audio_rate, short_side, threads)
+    _check_clip_args(start, num_frames, fps, audio_rate, short_side or max_short_side, threads)
     container = _open(path)
     try:
         video, duration = _stream_and_duration(container, path, "video", start)
         origin = _origin(container)
         _configure_decoder(video, threads)
         targets = [origin + start + i / fps for i in range(num_frames)]
-        size = _output_size(video.codec_context.width, video.codec_context.height, short_side)
+        width, height = video.codec_context.width, video.codec_context.height
+        if short_side is None and max_short_side is not None and min(width, height) > max_short_side:
+            short_side = max_short_side
+        size = _output_size(width, height, short_side)
         frames = _read_video(container, video, targets, size, duration + origin, path, threads)
         audio_stream = _audio_stream(container)
         audio = None

@@ -7,7 +7,7 @@ Which windows: :class:`Windowing` (training's random clip, evaluation's evenly s
 centred window).
 
 Every path goes through the same steps as training's :class:`mmv.data.datasets.ClipBuilder`: decoding by seeking
-(:func:`mmv.data.media.decode_clip`, frames resized to the short side while decoding), the audio decoder
+(:func:`mmv.data.media.decode_clip`, large frames shrunk while decoding to :func:`decode_limit`), the audio decoder
 (:func:`mmv.data.media.decode_audio`), the crops and flips of :class:`mmv.data.transforms.VideoTransform`, the
 spectrogram of :func:`mmv.data.audio.log_mel_spectrogram`.
 
@@ -43,6 +43,16 @@ __all__ = [
     "video_windows",
     "waveform_windows",
 ]
+
+
+def decode_limit(min_resize: int) -> int:
+    """The largest short side frames keep while decoding, for a model that resizes to ``min_resize``.
+
+    Frames are shrunk while decoding (FFmpeg's swscale) only down to twice the model's size, and the final resize
+    is torch's antialiased bilinear (:func:`mmv.data.transforms.resize_short_side`) in every path: training,
+    evaluation and embedding see the same pixels, and a 1080p clip never sits in memory at full size.
+    """
+    return 2 * min_resize
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -151,7 +161,7 @@ def video_windows(item: MediaItem, spec: Any, windowing: Windowing, *, generator
     clips, windows = [], []
     for offset in windowing.starts(span_end - span_start, spec.seconds, generator):
         clip = decode_clip(item.path, span_start + offset, spec.num_frames, spec.fps, with_audio=False,
-                           short_side=spec.min_resize)
+                           max_short_side=decode_limit(spec.min_resize))
         clips.append(transform.geometry(clip.frames, generator).numpy())
         windows.append((clip.start, clip.end))
     return np.stack(clips), windows

@@ -95,10 +95,7 @@ def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any
 
     transform = VideoTransform(train=True, crop_size=data.crop, min_resize=data.min_resize, flip=data.flip,
                                color_jitter=data.color_jitter)
-    # Frames are resized to the short side while decoding, as in evaluation and embedding (mmv.data.windows): the
-    # same pixels for the same clip whichever path reads it.
     common = dict(num_frames=data.num_frames, fps=data.fps, transform=transform, mel_config=mel_config(data),
-                  short_side=data.min_resize,
                   tokenizer=tokenizer, num_narrations=data.num_narrations, seed=seed)
     if spec.kind == "shards":
         from mmv.data.shards import ShardDataset
