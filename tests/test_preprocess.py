@@ -267,3 +267,32 @@ def test_evaluation_uses_the_model_settings_without_flags(trained, tmp_path, sin
     for index, path in enumerate(order):
         expected = _hand_audio_features(model, path, 2, "repr")
         np.testing.assert_allclose(rows[owner == index], expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_eval_applies_a_protocol_to_released_models_only_and_flags_win(tmp_path):
+    """mmv eval: the model's settings, the published protocol's for a released model, then the flags; all recorded."""
+    import argparse
+
+    import mmv
+    from mmv.cli.eval import add_parser, resolve_preprocess
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    released = mmv.create_model("mmv_fac_s3dg")
+    args = parser.parse_args(["eval", "hmdb51", "--model", "m", "--data", str(tmp_path)])
+    preprocess, record = resolve_preprocess(args, released)
+    assert (preprocess.video.fps, preprocess.video.crop, preprocess.video.num_frames) == (10.0, 200, 32)
+    assert record["differs_from_model"] == {"video.fps": {"model": 12.5, "used": 10.0, "by": "protocol"},
+                                            "video.crop": {"model": 224, "used": 200, "by": "protocol"}}
+    args = parser.parse_args(["eval", "hmdb51", "--model", "m", "--data", str(tmp_path), "--fps", "12.5",
+                              "--frames", "16"])
+    preprocess, record = resolve_preprocess(args, released)
+    assert (preprocess.video.fps, preprocess.video.crop, preprocess.video.num_frames) == (12.5, 200, 16)
+    assert record["differs_from_model"] == {"video.crop": {"model": 224, "used": 200, "by": "protocol"},
+                                            "video.num_frames": {"model": 32, "used": 16, "by": "flag"}}
+    trained = mmv.create_model("mmv_tiny_s3dg")
+    trained.preprocess = Preprocess.from_training_data(DATA)
+    args = parser.parse_args(["eval", "esc50", "--model", "m", "--data", str(tmp_path)])
+    preprocess, record = resolve_preprocess(args, trained)
+    assert preprocess == trained.preprocess and record["differs_from_model"] == {}  # its own clips, no protocol
+    assert resolve_preprocess(args, released)[0].audio.clip_seconds == 2.0

@@ -154,7 +154,8 @@ class Preprocess:
             averages them as they are; backbone features (``repr``) are always averaged as they are (the linear
             probe protocol).
         source: Where these settings come from: ``released`` (the paper's), ``training`` (the run's data
-            settings), ``default`` (this library's defaults).
+            settings), ``default`` (this library's defaults, a model created by name), ``corpus`` (the demo
+            corpus's native clips, :func:`mmv.demo.evaluate.corpus_preprocess`).
         assumed: Settings that had to be assumed (a model saved before preprocessing was stored): their names.
     """
 
