@@ -13,6 +13,7 @@ demo       matplotlib, scikit-learn, scipy  ``mmv demo`` and ``mmv demo-data``
 parquet    pyarrow                          ``mmv embed --format parquet``
 asr        pocketsphinx, scipy              ``mmv transcribe``
 word2vec   gensim                           reading word2vec files with gensim
+search     faiss-cpu                        approximate search over large libraries (``mmv search``)
 all        all of the above
 =========  ===============================  ==============================================================
 
@@ -27,7 +28,7 @@ import types
 __all__ = ["MissingDependencyError", "require"]
 
 # Import name -> the name pip installs it under, where the two differ.
-PIP_NAMES = {"sklearn": "scikit-learn"}
+PIP_NAMES = {"sklearn": "scikit-learn", "faiss": "faiss-cpu"}
 
 
 class MissingDependencyError(ImportError):

@@ -26,6 +26,9 @@ SUBCOMMAND_MODULES = (
     "prepare",
     "vocab",
     "transcribe",
+    "index",
+    "search",
+    "serve",
 )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -137,14 +137,17 @@ def item_list(items: Iterable[MediaItem | str | Path]) -> list[MediaItem]:
 # One file's windows.
 
 
-def video_windows(item: MediaItem, spec: Any, windowing: Windowing, *, generator: torch.Generator | None = None,
-                  augment: bool = False, flip: bool = True) -> tuple[np.ndarray, list[tuple[float, float]]]:
+def video_windows(item: MediaItem, spec: Any, windowing: Windowing | None, *, starts: Sequence[float] | None = None,
+                  generator: torch.Generator | None = None, augment: bool = False,
+                  flip: bool = True) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The video windows of one file: uint8 ``[W, T, crop, crop, 3]`` and each window's ``(start, end)``.
 
     Args:
         item: The file or segment.
         spec: A :class:`mmv.preprocess.VideoPreprocess` (frames, rate, resize, crop).
         windowing: Which windows.
+        starts: Window starts in seconds from the start of the file, instead of ``windowing`` (a search index's
+            planned segments).
         generator: Random windows and crops (seed it for repeatable results).
         augment: Random crop and (with ``flip``) random horizontal flip instead of the centre crop.
         flip: Random flips when augmenting (off where left and right carry meaning another modality shares).
@@ -157,10 +160,12 @@ def video_windows(item: MediaItem, spec: Any, windowing: Windowing, *, generator
 
     transform = VideoTransform(train=augment, crop_size=spec.crop, min_resize=spec.min_resize, flip=flip,
                                color_jitter=False)
-    span_start, span_end = item.span(probe(item.path).duration)
+    if starts is None:
+        span_start, span_end = item.span(probe(item.path).duration)
+        starts = [span_start + offset for offset in windowing.starts(span_end - span_start, spec.seconds, generator)]
     clips, windows = [], []
-    for offset in windowing.starts(span_end - span_start, spec.seconds, generator):
-        clip = decode_clip(item.path, span_start + offset, spec.num_frames, spec.fps, with_audio=False,
+    for start in starts:
+        clip = decode_clip(item.path, start, spec.num_frames, spec.fps, with_audio=False,
                            max_short_side=decode_limit(spec.min_resize))
         clips.append(transform.geometry(clip.frames, generator).numpy())
         windows.append((clip.start, clip.end))

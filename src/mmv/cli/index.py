@@ -1,0 +1,72 @@
+"""``mmv index SRC... --model MODEL --out LIB``: segments of your videos and sounds, embedded into a search library."""
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Cut every video and audio file under SRC (files and folders, searched recursively) into segments of the model's
+clip length (its frames at its frame rate: 2.56 s for the released models) every --stride seconds, and store each
+segment's embeddings, for its pictures and for its sound, in every space the model offers: a library folder LIB
+that 'mmv search' and 'mmv serve' query, with no server to run.
+
+Incremental: run it again on the same sources and only new or changed files are indexed (a file is known by its
+resolved path, size and modification time); deleted files are dropped. An interrupted run keeps every file it
+finished and the next run continues. Broken files are skipped, counted and reported (LIB/index_report.json);
+decoding runs in --workers processes while the model computes.
+
+Large collections: index parts in parallel, on several machines or under torchrun/SLURM, with --shard I/N (or
+--shard auto to take the launcher's rank and world size), each into its own folder; then merge them:
+  mmv index --merge LIB_PART0 LIB_PART1 ... --out LIB"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("index", help="index your videos and sounds for search (mmv search, mmv serve)",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="Example: mmv index ~/videos --model mmv_demo/model --out ~/videos.mmvlib")
+    p.add_argument("sources", nargs="*", metavar="SRC", help="video and audio files or folders")
+    p.add_argument("--model", help="saved model (folder or .safetensors) the library is made with")
+    p.add_argument("--out", required=True, metavar="LIB", help="the library folder (created or updated)")
+    p.add_argument("--stride", type=float, default=None,
+                   help="seconds between segment starts (default: one segment length, no overlap)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default: 16)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="index only part I of N of the files (or 'auto': torchrun/SLURM rank and world size)")
+    p.add_argument("--merge", nargs="+", metavar="LIB_PART", default=None,
+                   help="merge libraries indexed in parts (same model and settings) into --out")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from mmv.search.indexer import IndexOptions, index_sources, merge_libraries, parse_shard
+
+    if args.merge:
+        if args.sources or args.model:
+            raise ValueError("--merge takes libraries only (no SRC, no --model)")
+        print(json.dumps(merge_libraries(args.merge, args.out), indent=2))
+        return 0
+    if not args.sources or not args.model:
+        raise ValueError("give the files or folders to index (SRC) and --model")
+    if args.workers < 0 or args.batch_size < 1:
+        raise ValueError("--workers must be >= 0 and --batch-size >= 1")
+    options = IndexOptions(stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
+                           shard=parse_shard(args.shard), progress=not args.no_progress)
+    from pathlib import Path
+
+    import mmv
+
+    model = mmv.load(args.model, map_location=args.device)
+    source = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    report = index_sources(model, args.sources, args.out, model_source=source, options=options)
+    skipped = report["skipped"]
+    print(f"{report['indexed']} files indexed ({report['segments_added']} segments), {report['unchanged']} "
+          f"unchanged, {report['removed']} removed, {skipped['total']} skipped in {report['seconds']:.1f} s "
+          f"-> {args.out}")
+    for reason, count in skipped["by_reason"].items():
+        print(f"  skipped ({reason}): {count}, e.g. {skipped['files'][reason][0]}")
+    return 0
