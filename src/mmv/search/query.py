@@ -110,6 +110,7 @@ class Searcher:
                                f"({description['model']['source']})")
         self.model = model.eval()
         self._indexes: dict[tuple[str, str], VectorIndex] = {}
+        self._deflated: torch.nn.Module | None = None
 
     def close(self) -> None:
         self.library.close()
@@ -128,7 +129,11 @@ class Searcher:
             if query.kind == "audio":
                 vector = mmv.embed_audio(model, [item], space=space)
             elif query.kind == "image":
-                vector = mmv.embed_image(model, [query.path], space=space)
+                if self._deflated is None:  # one deflated copy of the visual backbone for every image query
+                    from mmv.embed import deflated_view
+
+                    self._deflated = deflated_view(model)
+                vector = mmv.embed_image(self._deflated, [query.path], space=space)
             else:
                 vector = mmv.embed_video(model, [item], space=space)
         return torch.nn.functional.normalize(vector.float(), dim=-1)[0].numpy()
