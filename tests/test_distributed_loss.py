@@ -123,7 +123,7 @@ def worker(rank: int, port: int) -> None:
         assert (info.rank, info.world_size, info.device.type) == (rank, WORLD_SIZE, "cpu")
         assert distributed.is_primary() == (rank == 0)
         for scenario in ("mixed", "rank1_has_no_text"):
-            for direction in ("joint", "symmetric", "v2x"):
+            for direction in ("joint", "released", "symmetric", "v2x"):
                 for local_loss in (True, False):
                     check_embedding_gradients(rank, direction, local_loss, scenario)
         check_ddp_parameter_gradients(rank)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmv import losses
 from mmv.losses import MMVLoss, _bag_logsumexp, mil_nce_loss, nce_loss
 
-DIRECTIONS = ("joint", "symmetric", "v2x")
+DIRECTIONS = ("joint", "released", "symmetric", "v2x")
 TAU = 0.3  # large enough that float64 gradcheck's finite differences stay well conditioned
 
 
@@ -39,7 +39,10 @@ def reference_mil_nce(video, text, text_mask, video_mask, temperature, direction
         v2x = -torch.log(positives / (positives + other_texts))
         x2v = -torch.log(positives / (positives + other_videos))
         joint = -torch.log(positives / (positives + other_texts + other_videos))
-        losses.append({"joint": joint, "v2x": v2x, "symmetric": (v2x + x2v) / 2}[direction])
+        # The released implementations' denominator: the whole row (positives included) and the whole column
+        # block (positives included again).
+        released = -torch.log(positives / (positives + other_texts + positives + other_videos))
+        losses.append({"joint": joint, "released": released, "v2x": v2x, "symmetric": (v2x + x2v) / 2}[direction])
     if not losses:
         return video.sum() * 0.0
     return sum(losses) / len(losses)
@@ -63,7 +66,8 @@ def reference_nce(video, audio, audio_mask, temperature, direction):
         v2x = -torch.log(s(i, i) / (s(i, i) + other_audio))
         x2v = -torch.log(s(i, i) / (s(i, i) + other_video))
         joint = -torch.log(s(i, i) / (s(i, i) + other_audio + other_video))
-        losses.append({"joint": joint, "v2x": v2x, "symmetric": (v2x + x2v) / 2}[direction])
+        released = -torch.log(s(i, i) / (2 * s(i, i) + other_audio + other_video))
+        losses.append({"joint": joint, "released": released, "v2x": v2x, "symmetric": (v2x + x2v) / 2}[direction])
     return sum(losses) / len(losses)
 
 
@@ -138,6 +142,25 @@ def test_nce_matches_brute_force(direction):
     torch.testing.assert_close(v_fast.grad, v_ref.grad, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(a_fast.grad, a_ref.grad, rtol=1e-9, atol=1e-12)
     assert torch.all(a_fast.grad[~audio_mask] == 0)
+
+
+def test_released_direction_is_milnce_released_code():
+    """"released" equals a transcription of MIL-NCE's released ``MILNCELoss`` (rows and columns of the score
+    tensor concatenated before one log-sum-exp), on unit vectors divided by the temperature, no masks."""
+    gen = torch.Generator().manual_seed(3)
+    batch, num_texts, dim = 6, 4, 8
+    video = F.normalize(torch.randn(batch, dim, generator=gen, dtype=torch.float64), dim=-1)
+    text = F.normalize(torch.randn(batch, num_texts, dim, generator=gen, dtype=torch.float64), dim=-1)
+    x = (video @ text.reshape(batch * num_texts, dim).T / TAU).view(batch, batch, num_texts)
+    nominator = torch.logsumexp((x * torch.eye(batch, dtype=x.dtype)[:, :, None]).sum(dim=1), dim=1)
+    denominator = torch.logsumexp(torch.cat((x, x.permute(1, 0, 2)), dim=1).view(batch, -1), dim=1)
+    released_code = torch.mean(denominator - nominator)
+    ours = mil_nce_loss(video, text, torch.ones(batch, num_texts, dtype=torch.bool), temperature=TAU,
+                        direction="released")
+    torch.testing.assert_close(ours, released_code)
+    # ... and it is the joint form plus the positives counted a second time: never below it.
+    joint = mil_nce_loss(video, text, torch.ones(batch, num_texts, dtype=torch.bool), temperature=TAU)
+    assert ours > joint
 
 
 def test_nce_equals_cross_entropy_forms_without_masks():

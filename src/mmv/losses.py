@@ -16,13 +16,18 @@ and NCE is the special case |P(i)| = 1. The denominator D_i depends on ``directi
     "joint" (default)   D_i = sum_{k in P(i)} s(v_i, t_ik)                  positives, once
                             + sum_{j != i} sum_{k in P(j)} s(v_i, t_jk)     (x_v, x'_t): other samples' narrations
                             + sum_{j != i} sum_{k in P(i)} s(v_j, t_ik)     (x'_v, x_t): other samples' videos
+    "released"          D_i = "joint" + sum_{k in P(i)} s(v_i, t_ik)         the positives twice: every score of
+                            the clip's row (its video against every bag) and every score of its column block
+                            (every video against its bag), as the released implementations compute it
     "v2x"               D_i = the first two lines only (a softmax over the bags of narrations, for each video)
     "symmetric"         the CLIP-style mean of "v2x" and its transpose, whose D_i is the first and third lines
                         (a softmax over videos, for each bag of narrations)
 
-"joint" is MIL-NCE's own formulation, one denominator holding both kinds of negatives. Unlike the released MIL-NCE
-code, which concatenates the rows and columns of the score tensor and so counts the positives twice, the positives
-appear once here, as in the written formula.
+"joint" is MIL-NCE's own formulation as written, one denominator holding both kinds of negatives and the positives
+once. "released" is what the two public implementations by the paper's authors' groups compute: MIL-NCE's PyTorch
+``MILNCELoss`` concatenates the rows and the columns of the score tensor before one log-sum-exp, and VATT's
+``AsymmetricNCE`` (whose docstring says it follows MMV) does the same; both count the positives twice. Which form
+produced the paper's numbers is not stated (docs/losses.md gives our measurements of both).
 
 Masks for absent modalities: a sample whose bag is empty (an AudioSet clip has no narration; a HowTo100M clip may
 have no audio) contributes no term and none of its missing embeddings are used as positives or negatives. The
@@ -44,8 +49,8 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["Direction", "gather_features", "nce_loss", "mil_nce_loss", "MMVLoss"]
 
-Direction = Literal["joint", "symmetric", "v2x"]
-_DIRECTIONS = ("joint", "symmetric", "v2x")
+Direction = Literal["joint", "released", "symmetric", "v2x"]
+_DIRECTIONS = ("joint", "released", "symmetric", "v2x")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,6 +319,8 @@ def _row_losses(q_to_bags: Tensor, bags_to_q: Tensor | None, positive: Tensor, o
         return torch.logsumexp(q_to_bags, dim=1) - positive
     if direction == "symmetric":
         return 0.5 * (torch.logsumexp(q_to_bags, dim=1) + torch.logsumexp(bags_to_q, dim=1)) - positive
+    if direction == "released":  # the whole row and the whole column block: the positives count twice
+        return torch.logaddexp(torch.logsumexp(q_to_bags, dim=1), torch.logsumexp(bags_to_q, dim=1)) - positive
     # joint: the positives are already in q_to_bags; drop their second copy from the other videos' scores
     rows = torch.arange(q_to_bags.shape[0], device=q_to_bags.device)
     is_positive = torch.zeros_like(bags_to_q, dtype=torch.bool)
