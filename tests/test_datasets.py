@@ -114,6 +114,110 @@ def test_scan_folder_pairs_captions_and_labels_from_subfolders(tmp_path: Path) -
         scan_folder(tmp_path / "absent")
 
 
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+
+
+# What yt-dlp and youtube-dl leave beside downloaded videos: captions with language tags, and other sidecars.
+YTDLP_FOLDER = (
+    "talk.mp4", "talk.en.vtt", "talk.de.vtt", "talk.en-orig.vtt", "talk.info.json", "talk.live_chat.json",
+    "auto.mp4", "auto.en-orig.vtt", "auto.fr.vtt",
+    "regional.webm", "regional.en-US.vtt", "regional.en-GB.srt",
+    "mine.mp4", "mine.vtt", "mine.en.vtt",
+    "german.mkv", "german.de.vtt", "german.de.srt",
+    "my.talk.v2.mp4", "my.talk.v2.en.srt",
+    "bare.mp4",
+    "clips/short.mp4", "clips/short.pt-BR.vtt", "clips/short.en.vtt",
+)
+
+
+def test_scan_folder_pairs_ytdlp_captions_by_language(tmp_path: Path) -> None:
+    _touch(tmp_path, *YTDLP_FOLDER)
+
+    def pairs(**options):
+        return {Path(i.path).relative_to(tmp_path).as_posix(): i.caption and Path(i.caption).relative_to(tmp_path)
+                .as_posix() for i in scan_folder(tmp_path, **options)}
+
+    assert pairs() == {  # default: English
+        "auto.mp4": "auto.en-orig.vtt",  # YouTube's automatic captions in the language spoken
+        "bare.mp4": None,
+        "clips/short.mp4": "clips/short.en.vtt",
+        "german.mkv": None,  # only German captions: not used for an English vocabulary
+        "mine.mp4": "mine.vtt",  # named exactly after the video: the user's own pairing wins
+        "my.talk.v2.mp4": "my.talk.v2.en.srt",  # dots in the name are not language tags
+        "regional.webm": "regional.en-GB.srt",  # regional variants in sorted order
+        "talk.mp4": "talk.en.vtt",  # the exact tag before en-orig; never talk.info.json or talk.live_chat.json
+    }
+    german = pairs(caption_lang="de")
+    assert german["german.mkv"] == "german.de.vtt" and german["talk.mp4"] == "talk.de.vtt"  # .vtt before .srt
+    assert german["auto.mp4"] is None and german["mine.mp4"] == "mine.vtt"
+    assert pairs(caption_lang="PT-br")["clips/short.mp4"] == "clips/short.pt-BR.vtt"  # tags ignore case
+
+
+def test_scan_folder_accounts_for_every_file(tmp_path: Path) -> None:
+    _touch(tmp_path, *YTDLP_FOLDER, "README.txt", "cover.JPG", "theme.mp3", "talk.mp4.part", ".DS_Store",
+           "clips/._short.mp4", "LICENSE")
+    report = SkipReport()
+    items = scan_folder(tmp_path, report=report)
+    ignored = report.as_dict()["ignored"]
+    assert ignored["by_extension"] == {"(hidden)": 2, "(no extension)": 1, ".jpg": 1, ".json": 2, ".mp3": 1,
+                                       ".part": 1, ".srt": 1, ".txt": 1, ".vtt": 7}  # german.de.srt
+    assert sorted(Path(p).name for p in ignored["files"][".vtt"]) == [
+        "auto.fr.vtt", "german.de.vtt", "mine.en.vtt", "regional.en-US.vtt", "short.pt-BR.vtt", "talk.de.vtt",
+        "talk.en-orig.vtt"]
+    # Every file is a video, the caption of one, or ignored: none is left unaccounted for, none counted twice.
+    used = [i.path for i in items] + [i.caption for i in items if i.caption]
+    everything = sorted(str(p) for p in tmp_path.rglob("*") if p.is_file())
+    assert sorted(used + list(report.ignored)) == everything
+    assert report.total == 0 and "17 files ignored as not media" in report.summary()
+
+
+def test_scan_folder_with_no_video_says_what_it_found(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.wav", "b.wav", "notes.txt")
+    with pytest.raises(ValueError, match=r"no video files found .*; found 3 other files \(\.txt: 1, \.wav: 2\)"):
+        scan_folder(tmp_path)
+
+
+def test_ytdlp_captions_reach_the_samples(media: Path, tokenizer: Tokenizer, tmp_path: Path) -> None:
+    shutil.copyfile(media / "talk.mp4", tmp_path / "talk.mp4")
+    (tmp_path / "talk.en.vtt").write_text((media / "talk.vtt").read_text())
+    (tmp_path / "talk.de.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:03.000\nzuerst schneiden wir das holz\n")
+    dataset = ClipDataset(scan_folder(tmp_path), num_frames=4, fps=5, mel_config=MEL, tokenizer=tokenizer,
+                          num_narrations=2, train=False)
+    assert dataset[0]["text_mask"].tolist() == [True, True]
+    assert "notes" not in dataset[0]
+
+
+def test_a_repaired_caption_is_noted_and_its_text_used(media: Path, tokenizer: Tokenizer, tmp_path: Path) -> None:
+    shutil.copyfile(media / "talk.mp4", tmp_path / "talk.mp4")
+    (tmp_path / "talk.srt").write_text("1\n00:00:00,000 --> 00:00:03,000\n\npaint it blue\n")
+    batch = collate_clips([ClipDataset(scan_folder(tmp_path), num_frames=4, fps=5, mel_config=MEL,
+                                       tokenizer=tokenizer, num_narrations=1, train=False)[0]])
+    assert batch["text_mask"].tolist() == [[True]] and "notes" in batch and set(batch) >= {"video", "skipped"}
+    report = SkipReport()
+    list(report.track([batch]))
+    reason, detail = report.noted_files[str(tmp_path / "talk.srt")]
+    assert reason == "repaired_caption" and detail.startswith("line 3: an empty line between the timing line")
+    assert report.total == 0 and report.samples_seen == 1
+
+
+def test_training_stream_report_holds_the_scan(media: Path, tmp_path: Path) -> None:
+    from mmv.train.data import BatchStream
+
+    shutil.copyfile(media / "silent.mp4", tmp_path / "a.mp4")
+    _touch(tmp_path, "README.txt", "a.de.vtt")
+    scan = SkipReport()
+    dataset = ClipDataset(scan_folder(tmp_path, report=scan), num_frames=2, fps=5, mel_config=MEL, with_audio=False,
+                          scan_report=scan)
+    stream = BatchStream(dataset, batch_size=1)
+    next(stream)
+    assert sorted(Path(p).name for p in stream.report.ignored) == ["README.txt", "a.de.vtt"]
+    mixed = MixedDataset([dataset, dataset], [1.0, 1.0], length=2)
+    assert sorted(Path(p).name for p in mixed.scan_report.ignored) == ["README.txt", "a.de.vtt"]
+
+
 def test_manifests_jsonl_and_csv_resolve_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "m.jsonl").write_text(
         json.dumps({"video": "v/a.mp4", "caption": "v/a.vtt", "label": 2}) + "\n\n" +
@@ -225,16 +329,27 @@ def test_training_clips_depend_only_on_seed_epoch_and_index(media: Path) -> None
 def test_corrupt_files_are_skipped_and_reported_exactly(messy: tuple[list[VideoItem], dict[str, str]],
                                                        tokenizer: Tokenizer) -> None:
     items, bad = messy
+    # A broken caption file does not drop its video: the sample is kept with its text masked and the caption file
+    # is reported under its own reason.
+    skipped = {path: reason for path, reason in bad.items() if reason != "bad_caption"}
+    broken_caption = next(i.caption for i in items if i.caption is not None)
     dataset = ClipDataset(items, num_frames=4, fps=5, mel_config=MEL, tokenizer=tokenizer, seed=0)
     loader = DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_clips, timeout=120)
     report = SkipReport()
-    seen = [path for batch in report.track(loader) for path in batch["path"]]
-    assert sorted(seen) == sorted(i.path for i in items if i.path not in bad)
-    assert {path: reason for path, (reason, _) in report.files.items()} == bad
-    assert report.samples_seen == 45 and report.total == 5
+    seen, text_masks = [], {}
+    for batch in report.track(loader):
+        seen += batch["path"]
+        text_masks.update(zip(batch["path"], batch["text_mask"].tolist()))
+    assert sorted(seen) == sorted(i.path for i in items if i.path not in skipped)
+    assert {path: reason for path, (reason, _) in report.files.items()} == skipped
+    assert {path: reason for path, (reason, _) in report.noted_files.items()} == {broken_caption: "bad_caption"}
+    assert "line 3: invalid timestamp 'banana'" in report.noted_files[broken_caption][1]
+    assert text_masks[broken_caption.replace(".vtt", ".mp4")] == [False] * 5
+    assert report.samples_seen == 46 and report.total == 4
     summary = report.details()
-    assert "45 samples, 5 skipped" in summary and all(reason in summary for reason in bad.values())
-    assert report.as_dict()["by_reason"] == {reason: 1 for reason in bad.values()}
+    assert "46 samples, 4 skipped" in summary and all(reason in summary for reason in bad.values())
+    assert report.as_dict()["by_reason"] == {reason: 1 for reason in skipped.values()}
+    assert report.as_dict()["kept_with_problems"]["by_reason"] == {"bad_caption": 1}
 
 
 def test_collate_of_only_skipped_samples_is_an_empty_batch() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eval_fixtures import make_esc50, make_hmdb51, make_ucf101, single_thread, tiny_model  # noqa: F401
-from mmv.eval.datasets import esc50, hmdb51_splits, ucf101_splits
+from mmv.eval.datasets import PartialDatasetError, esc50, hmdb51_splits, ucf101_splits
 from mmv.data.audio import MelConfig
 from mmv.preprocess import AudioPreprocess, VideoPreprocess
 from mmv.eval.linear_probe import VideoProbeConfig, evaluate_video_probe, fit_and_score, split_features
@@ -97,12 +97,16 @@ def test_corrupt_video_is_skipped_counted_and_reported(datasets, tiny_model, tmp
     bad.write_bytes(b"RIFF" + b"\x00" * 100)  # an AVI header and nothing else
     (root / "UCF-101" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g03_c01.avi").unlink()  # listed but missing
     cfg = VideoProbeConfig(spec=SPEC, train_passes=1, test_windows=1, C=1.0)
-    result = evaluate_video_probe(tiny_model, root, splits=(1,), cfg=cfg, progress=False)
+    with pytest.raises(PartialDatasetError, match="1 of the 15 files listed"):  # a missing file: not a benchmark
+        evaluate_video_probe(tiny_model, root, splits=(1,), cfg=cfg, progress=False)
+    result = evaluate_video_probe(tiny_model, root, splits=(1,), cfg=cfg, progress=False, allow_partial=True)
     split = result["splits"]["split1"]
     assert split["num_train_rows"] == 10  # 12 listed, one corrupt, one missing
     assert split["skipped"]["total"] == 2
     assert any(str(bad) in files for files in split["skipped"]["files"].values())
     assert "listed in the split file but missing" in split["skipped"]["by_reason"]
+    # The corrupt file is on disk: coverage counts files found, decoding failures are the skipped column.
+    assert result["partial"] and (result["coverage"]["found"], result["coverage"]["listed"]) == (14, 15)
 
 
 def test_esc50_five_fold_probe(datasets, tiny_model, tmp_path, single_thread):

@@ -193,3 +193,74 @@ def test_prepare_with_howto100m_caption_json(source: Path, tmp_path: Path) -> No
     texts = {Path(m["path"]).stem: [n["text"] for n in m["narrations"]] for m in metas}
     assert texts == {"video_00": ["mix the flour", "add water"], "video_01": ["replaces the vtt"],
                      "video_02": ["step 2 begins", "and it ends"]}
+
+
+def test_prepare_accounts_for_every_file_of_a_messy_folder(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           synthetic_media) -> None:
+    import wave
+
+    src = tmp_path / "src"
+    src.mkdir()
+    t = np.arange(2 * RATE) / RATE
+    for number, name in enumerate(("good_a", "good_b", "good_c", "good_d")):
+        audio = (0.3 * np.sin(2 * np.pi * 500 * t)).astype(np.float32)
+        encode_mp4(src / f"{name}.mp4", np.full((20, 16, 16, 3), 40 * number + 20, np.uint8), audio, FPS, RATE)
+    write_webvtt([Narration(0.0, 1.0, "mix the flour")], src / "good_a.en.vtt")  # as yt-dlp names them
+    write_webvtt([Narration(0.0, 1.0, "mehl mischen")], src / "good_a.de.vtt")
+    (src / "good_c.vtt").write_text("WEBVTT\n\n00:00:01.000 --> banana\nhello\n")  # broken beside a good video
+    (src / "good_d.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\n\npaint it blue\n")  # read by guessing
+    data = (src / "good_a.mp4").read_bytes()
+    (src / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (src / "notes.mp4").write_bytes(b"these are my notes, not a video\n" * 20)
+    (src / "empty.mp4").write_bytes(b"")
+    synthetic_media.write_audio_only(src / "speech.mp4", duration=1.0)
+    with wave.open(str(src / "song.wav"), "wb") as handle:  # stray audio files
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(RATE)
+        handle.writeframes(b"\x00\x00" * RATE)
+    (src / "voice.m4a").write_bytes((src / "speech.mp4").read_bytes())
+    (src / "README.txt").write_text("downloaded with yt-dlp\n")
+    (src / ".DS_Store").write_bytes(b"\x00\x01")
+
+    out = tmp_path / "out"
+    assert main(["prepare", str(src), "--out", str(out), "--shard-size", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    index = json.loads((out / "shards.json").read_text())
+    metas = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            metas.update((m["path"], m) for m in (json.loads(tar.extractfile(member).read())
+                                                  for member in tar.getmembers() if member.name.endswith(".json")))
+    # Every good video is packed, the one with the broken caption too (without narrations).
+    assert index["num_samples"] == 4 and sorted(metas) == ["good_a.mp4", "good_b.mp4", "good_c.mp4", "good_d.mp4"]
+    assert {path: meta["caption"] for path, meta in metas.items()} == {
+        "good_a.mp4": "good_a.en.vtt", "good_b.mp4": None, "good_c.mp4": "good_c.vtt", "good_d.mp4": "good_d.srt"}
+    assert {path: meta["narrations"] and [n["text"] for n in meta["narrations"]] for path, meta in metas.items()} == {
+        "good_a.mp4": ["mix the flour"], "good_b.mp4": None, "good_c.mp4": None, "good_d.mp4": ["paint it blue"]}
+    # Every other file is named in shards.json with its reason.
+    report = index["skipped"]
+    assert report["files"] == {"empty": [str(src / "empty.mp4")], "no_video": [str(src / "speech.mp4")],
+                               "not_media": [str(src / "notes.mp4")], "truncated": [str(src / "truncated.mp4")]}
+    noted = {reason: [entry["path"] for entry in entries]
+             for reason, entries in report["kept_with_problems"]["files"].items()}
+    assert noted == {"bad_caption": [str(src / "good_c.vtt")], "repaired_caption": [str(src / "good_d.srt")]}
+    assert "line 3: invalid timestamp 'banana'" in report["kept_with_problems"]["files"]["bad_caption"][0]["detail"]
+    assert report["ignored"]["files"] == {"(hidden)": [str(src / ".DS_Store")], ".m4a": [str(src / "voice.m4a")],
+                                          ".txt": [str(src / "README.txt")], ".vtt": [str(src / "good_a.de.vtt")],
+                                          ".wav": [str(src / "song.wav")]}
+    assert index["without_captions"] == ["good_b.mp4"]
+    named = [str(src / path) for path in metas] + [str(src / m["caption"]) for m in metas.values() if m["caption"]]
+    named += [path for files in report["files"].values() for path in files]
+    named += [path for files in report["ignored"]["files"].values() for path in files]
+    assert sorted(named) == sorted(str(p) for p in src.iterdir())  # each file once, none forgotten
+    # The summary: one line per reason, then the videos without captions.
+    assert printed[0].startswith("4 videos in 2 shard(s)")
+    assert "1 skipped [truncated]: " + str(src / "truncated.mp4") in printed
+    assert any(line.startswith("1 used despite a problem [bad_caption]: " + str(src / "good_c.vtt")) for line in printed)
+    assert any(line.startswith("5 files ignored as not media ((hidden): 1, .m4a: 1, .txt: 1, .vtt: 1, .wav: 1)")
+               for line in printed)
+    assert "1 of 4 packed videos have no captions in language 'en'" in printed
+    summary = json.loads(printed[-1])
+    assert summary["skipped"] == {"empty": 1, "no_video": 1, "not_media": 1, "truncated": 1}
+    assert summary["kept_with_problems"] == {"bad_caption": 1, "repaired_caption": 1}
+    assert summary["ignored"] == {"(hidden)": 1, ".m4a": 1, ".txt": 1, ".vtt": 1, ".wav": 1}
+    assert summary["without_captions"] == 1

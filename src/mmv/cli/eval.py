@@ -30,7 +30,9 @@ DESCRIPTION = "Evaluate a frozen MMV model with one of the paper's downstream pr
     f"  {name:<13} {text}" for name, text in TASKS.items()) + """
 
 Each task writes OUT/<task>.json (every number, options, skipped files) and OUT/<task>.md (a table), and
-prints the table. Features are cached in OUT/cache (keyed by the model's weights and every option), so a rerun
+prints the table. A benchmark (ucf101, hmdb51, esc50, msrvtt, youcook2, voc2007) is evaluated only on a complete
+copy: the coverage (files found of those listed, per split and class) is in the JSON and the table, and a copy
+lacking listed files is refused unless --allow-partial (then every row says "partial"). Features are cached in OUT/cache (keyed by the model's weights and every option), so a rerun
 or a second classifier setting costs only the classifier fit.
 
 Clips are the model's own (the frames, crop, spectrogram and vocabulary it was trained with, stored with it; the
@@ -57,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0, in the main process)")
     p.add_argument("--seed", type=int, default=0, help="seed of random windows, crops and C selection")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="evaluate a benchmark copy that lacks some of the files its metadata lists; every result "
+                        "is then marked partial (without it such a copy is refused before any feature is computed)")
 
     v = p.add_argument_group("video clips (probes and retrieval)")
     v.add_argument("--frames", type=int, default=None, help="frames per window (default: the model's)")
@@ -186,7 +191,7 @@ def _video_probe(args, model, spec, common):
     dataset = {"video-folder": "folder"}.get(args.task, args.task)
     splits = tuple(int(s) for s in args.splits.split(","))
     result = evaluate_video_probe(model, args.data, dataset=dataset, splits=splits, cfg=cfg,
-                                  video_root=args.video_root, **common)
+                                  video_root=args.video_root, allow_partial=args.allow_partial, **common)
     return result, probe_table(result)
 
 
@@ -196,8 +201,10 @@ def _audio_probe(args, model, spec, common):
 
     cfg = AudioProbeConfig(spec=spec, windows=args.audio_windows, C=args.C, classifier=args.classifier,
                            space=args.space, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed)
-    evaluate = evaluate_esc50 if args.task == "esc50" else evaluate_audio_folder
-    result = evaluate(model, args.data, cfg=cfg, **common)
+    if args.task == "esc50":
+        result = evaluate_esc50(model, args.data, cfg=cfg, allow_partial=args.allow_partial, **common)
+    else:
+        result = evaluate_audio_folder(model, args.data, cfg=cfg, **common)
     return result, probe_table(result, "fold" if args.task == "esc50" else "split")
 
 
@@ -214,7 +221,8 @@ def _retrieval(args, model, preprocess, common):
     cfg = RetrievalConfig(spec=preprocess.video, audio=preprocess.audio, windows=args.windows or 4, ties=args.ties,
                           batch_size=args.batch_size, num_workers=args.workers)
     evaluate = evaluate_msrvtt if args.task == "msrvtt" else evaluate_youcook2
-    result = evaluate(model, args.data, tokenizer, cfg=cfg, directions=directions, **common)
+    result = evaluate(model, args.data, tokenizer, cfg=cfg, directions=directions, allow_partial=args.allow_partial,
+                      **common)
     return result, retrieval_table(result)
 
 
@@ -230,6 +238,9 @@ def _images(args, model, preprocess, common):
     cfg = ImageEvalConfig(spec=preprocess.image, static_frames=args.static_frames or preprocess.video.num_frames,
                           C=args.C, classifier=args.classifier, ap_method=args.ap_method, batch_size=args.batch_size,
                           num_workers=args.workers, seed=args.seed)
-    evaluate = evaluate_voc2007 if args.task == "voc2007" else evaluate_image_folder
-    result = evaluate(model, args.data, variants=variants, trained=trained, cfg=cfg, **common)
+    if args.task == "voc2007":
+        result = evaluate_voc2007(model, args.data, variants=variants, trained=trained, cfg=cfg,
+                                  allow_partial=args.allow_partial, **common)
+    else:
+        result = evaluate_image_folder(model, args.data, variants=variants, trained=trained, cfg=cfg, **common)
     return result, image_table(result)

@@ -4,16 +4,19 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Pack a folder of videos (with same-stem caption files: .vtt, .srt, HowTo100M .csv/.json) or a manifest
-(.jsonl/.csv with 'video', optional 'caption' and 'label' fields) into WebDataset tar shards, one sample per video:
-the encoded video bytes as they are (no re-encoding) and a JSON member with the narrations, label and duration.
+Pack a folder of videos (with same-stem caption files: .vtt, .srt, HowTo100M .csv/.json, also with a language tag
+as yt-dlp saves them: talk.en.vtt, talk.en-orig.vtt) or a manifest (.jsonl/.csv with 'video', optional 'caption'
+and 'label' fields) into WebDataset tar shards, one sample per video: the encoded video bytes as they are (no
+re-encoding) and a JSON member with the narrations, label and duration.
 
 Shards stream from local disk or any URL webdataset opens ('pipe:curl -s https://.../shard-{000000..000099}.tar'),
 for data that outgrows one disk; train on them with mmv.data.shards.ShardDataset.
 
-Unusable inputs (empty, truncated, not media, audio-only, malformed captions) are left out and reported by reason.
+Every file of a source folder is accounted for: packed; left out with a reason (empty, truncated, not media,
+audio-only); a caption file that cannot be read (its video is packed without narrations); or ignored as not a
+video (counted by extension). The summary gives one line per reason; shards.json names every file.
 
-Output: DIR/shard-000000.tar, ... and DIR/shards.json (shard list, sample counts, files left out)."""
+Output: DIR/shard-000000.tar, ... and DIR/shards.json (shard list, sample counts, the full accounting)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--shard-size", type=int, default=1000, metavar="N", help="videos per shard (default: 1000)")
     parser.add_argument("--labels-from-subfolders", action="store_true",
                         help="folder input: label videos by their class subfolder (SRC/CLASS/video.mp4)")
+    parser.add_argument("--caption-lang", default="en", metavar="LANG",
+                        help="folder input: preferred language of caption files named <video>.<lang>.vtt/.srt "
+                             "(yt-dlp, youtube-dl); captions only in other languages are not used (default: en)")
     parser.add_argument("--captions", metavar="JSON",
                         help="HowTo100M-style caption file for many videos ({video_id: {start, end, text}}), "
                              "matched to videos by file stem; takes precedence over caption files")
@@ -41,13 +47,17 @@ def run(args: argparse.Namespace) -> int:
 
     from mmv.data.datasets import read_items
     from mmv.data.shards import INDEX_NAME, write_shards
+    from mmv.data.skips import SkipReport
 
     began = time.perf_counter()
-    options = {"labels_from_subfolders": True} if args.labels_from_subfolders else {}
-    if options and not os.path.isdir(args.src):
+    report = SkipReport()
+    is_folder = os.path.isdir(args.src)
+    if args.labels_from_subfolders and not is_folder:
         raise ValueError("--labels-from-subfolders applies to a folder, not a manifest")
+    options = {"labels_from_subfolders": args.labels_from_subfolders, "caption_lang": args.caption_lang,
+               "report": report} if is_folder else {}
     items = read_items(args.src, **options)
-    root = args.src if os.path.isdir(args.src) else os.path.dirname(os.path.abspath(args.src))
+    root = args.src if is_folder else os.path.dirname(os.path.abspath(args.src))
     captions = None
     if args.captions:
         from mmv.data.narrations import read_howto100m_captions
@@ -56,13 +66,19 @@ def run(args: argparse.Namespace) -> int:
         matched = sum(os.path.splitext(os.path.basename(i.path))[0] in captions for i in items)
         print(f"captions for {matched} of {len(items)} videos in {args.captions}")
     index = write_shards(items, args.out, shard_size=args.shard_size, root=root, check_videos=not args.no_check,
-                         captions=captions)
+                         captions=captions, report=report)
     seconds = time.perf_counter() - began
-    skipped = index["skipped"]["by_reason"]
     print(f"{index['num_samples']} videos in {len(index['shards'])} shard(s) under {args.out} ({seconds:.1f} s)")
-    if skipped:
-        print(f"left out {sum(skipped.values())}: " + ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())))
-    print(f"index: {os.path.join(args.out, INDEX_NAME)}")
-    print(json.dumps({"num_samples": index["num_samples"], "num_shards": len(index["shards"]), "skipped": skipped,
-                      "seconds": round(seconds, 2)}))
+    for line in report.lines(max_files=5):
+        print(line)
+    if index["without_captions"]:
+        language = f" in language {args.caption_lang!r}" if is_folder else ""
+        print(f"{len(index['without_captions'])} of {index['num_samples']} packed videos have no captions{language}")
+    print(f"index (every file named): {os.path.join(args.out, INDEX_NAME)}")
+    accounting = index["skipped"]
+    print(json.dumps({"num_samples": index["num_samples"], "num_shards": len(index["shards"]),
+                      "skipped": accounting["by_reason"],
+                      "kept_with_problems": accounting["kept_with_problems"]["by_reason"],
+                      "ignored": accounting["ignored"]["by_extension"],
+                      "without_captions": len(index["without_captions"]), "seconds": round(seconds, 2)}))
     return 0

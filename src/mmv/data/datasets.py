@@ -7,15 +7,18 @@ A dataset yields the sample dict of ``docs/design.md``: ``video`` ``[T, H, W, 3]
 Randomness never comes from global state: the clip of item ``i`` in epoch ``e`` is drawn from a generator seeded by
 ``(seed, e, i)``, so it does not depend on the number of DataLoader workers nor on the order in which they run.
 
-Bad data never ends a run. A sample whose video or captions cannot be used comes back as a :class:`SkippedSample`
-marker; :func:`collate_clips` drops markers from the batch and lists them under ``batch["skipped"]``, and a
-:class:`mmv.data.skips.SkipReport` in the main process counts them by reason and prints a summary at the end::
+Bad data never ends a run. A sample whose video cannot be used comes back as a :class:`SkippedSample` marker; a
+video whose caption file cannot be read is still used, with its text masked, and carries a
+:class:`~mmv.data.skips.SampleNote` naming the caption file. :func:`collate_clips` drops the markers from the batch
+and lists them under ``batch["skipped"]`` and ``batch["notes"]``, and a :class:`mmv.data.skips.SkipReport` in the
+main process counts them by reason and summarises them at the end (one line per reason)::
 
-    loader = DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=collate_clips)
     report = SkipReport()
+    items = scan_folder("videos/", report=report)   # files that are not videos are counted as ignored
+    loader = DataLoader(ClipDataset(items, ...), batch_size=8, num_workers=2, collate_fn=collate_clips)
     for batch in report.track(loader):   # yields only non-empty batches
         ...
-    print(report.summary())
+    report.log_summary(logger)
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import csv
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -31,8 +35,8 @@ import numpy as np
 import torch
 
 from mmv.data.audio import MelConfig, log_mel_spectrogram, num_spectrogram_frames
-from mmv.data.files import CAPTION_EXTENSIONS, VIDEO_EXTENSIONS, scan_files
-from mmv.data.skips import SkippedSample
+from mmv.data.files import VIDEO_EXTENSIONS, ignored_kind, pair_captions, scan_files
+from mmv.data.skips import SampleNote, SkippedSample, SkipReport
 from mmv.data.windows import Windowing, sample_generator
 
 log = logging.getLogger(__name__)
@@ -65,14 +69,23 @@ class VideoItem:
 
 
 def scan_folder(root: str | os.PathLike, *, extensions: Sequence[str] = VIDEO_EXTENSIONS,
-                labels_from_subfolders: bool = False) -> list[VideoItem]:
-    """Find the videos under ``root`` (recursively), each with the caption file of the same stem if there is one.
+                labels_from_subfolders: bool = False, caption_lang: str = "en",
+                report: SkipReport | None = None) -> list[VideoItem]:
+    """Find the videos under ``root`` (recursively), each with its caption file if there is one.
+
+    A video's caption file shares its stem, with or without a language tag: ``talk.vtt``, or ``talk.en.vtt``,
+    ``talk.en-orig.vtt``, ``talk.de.srt`` as yt-dlp and youtube-dl save them (see
+    :func:`mmv.data.files.pair_captions` for the preference among several).
 
     Args:
         root: Folder to scan.
         extensions: Video file extensions (case-insensitive).
         labels_from_subfolders: Label each video by its first-level subfolder (``root/CLASS/...``), classes numbered
             in sorted name order; videos directly under ``root`` are then an error.
+        caption_lang: The captions' preferred language tag (``en``, ``de``, ``pt-BR``); captions only in other
+            languages are not used.
+        report: When given, every other file under ``root`` is recorded in it as ignored (by extension): stray
+            files, hidden files, and caption files no video uses (no video of that name, or another language).
 
     Returns:
         Items sorted by path (a stable order for seeding).
@@ -84,9 +97,22 @@ def scan_folder(root: str | os.PathLike, *, extensions: Sequence[str] = VIDEO_EX
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
-    videos = scan_files(root, extensions)
+    others: list[Path] = []
+    videos = scan_files(root, extensions, left_out=others)
     if not videos:
-        raise ValueError(f"{root}: no video files found (extensions: {', '.join(sorted(extensions))})")
+        found = Counter(ignored_kind(p) for p in others)
+        what = f"; found {len(others)} other files ({', '.join(f'{k}: {n}' for k, n in sorted(found.items()))})" \
+            if others else "; the folder holds no file"
+        raise ValueError(f"{root}: no video files found (extensions: {', '.join(sorted(extensions))}){what}")
+    captions, unused = pair_captions(videos, others, caption_lang)
+    if report is not None:
+        used = set(captions.values())
+        for other in others:
+            if other not in used:
+                report.ignore(other)
+    if len(captions) < len(videos):
+        log.info("%s: %d of %d videos have no caption file in language %r (%d caption files unused)", root,
+                 len(videos) - len(captions), len(videos), caption_lang, len(unused))
     classes: dict[str, int] = {}
     if labels_from_subfolders:
         names = sorted({p.relative_to(root).parts[0] for p in videos if len(p.relative_to(root).parts) > 1})
@@ -99,16 +125,9 @@ def scan_folder(root: str | os.PathLike, *, extensions: Sequence[str] = VIDEO_EX
             if len(parts) < 2:
                 raise ValueError(f"{video}: not inside a class folder (labels_from_subfolders=True)")
             label = classes[parts[0]]
-        items.append(VideoItem(str(video), _caption_beside(video), label))
+        caption = captions.get(video)
+        items.append(VideoItem(str(video), str(caption) if caption is not None else None, label))
     return items
-
-
-def _caption_beside(video: Path) -> str | None:
-    for extension in CAPTION_EXTENSIONS:
-        candidate = video.with_suffix(extension)
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def read_manifest(path: str | os.PathLike, *, label_field: str = "label") -> list[VideoItem]:
@@ -175,7 +194,8 @@ def _item_from_row(row: dict[str, Any], manifest: Path, number: int, label_field
 
 
 def read_items(source: str | os.PathLike, **scan_options: Any) -> list[VideoItem]:
-    """Items of a folder (:func:`scan_folder`) or a manifest file (:func:`read_manifest`)."""
+    """Items of a folder (:func:`scan_folder`, which takes ``scan_options``) or a manifest file
+    (:func:`read_manifest`; a manifest names its files, so the folder options do not apply)."""
     return scan_folder(source, **scan_options) if Path(source).is_dir() else read_manifest(source)
 
 
@@ -281,12 +301,13 @@ class ClipBuilder:
         return word_ids, text_mask
 
 
-def item_narrations(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None = None) -> Sequence[Any] | None:
+def item_narrations(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None = None, *,
+                    guesses: list[str] | None = None) -> Sequence[Any] | None:
     """The narrations of ``item``: from ``captions`` (keyed by the video's stem) if listed there, else from its
-    caption file; None when it has neither.
+    caption file; None when it has neither. What the caption reader had to guess goes to ``guesses`` if given.
 
     Raises:
-        NarrationError: The caption file is malformed.
+        NarrationError: The caption file cannot be read.
     """
     from mmv.data.narrations import read_narrations
 
@@ -294,7 +315,31 @@ def item_narrations(item: VideoItem, captions: Mapping[str, Sequence[Any]] | Non
         found = captions.get(Path(item.path).stem)
         if found is not None:
             return found
-    return read_narrations(item.caption) if item.caption is not None else None
+    return read_narrations(item.caption, guesses=guesses) if item.caption is not None else None
+
+
+def narrations_and_notes(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None = None
+                         ) -> tuple[Sequence[Any] | None, list[SampleNote]]:
+    """:func:`item_narrations`, with caption problems as notes rather than errors: the video and its sound stay
+    good for the video-audio loss, so a broken caption file only masks the text.
+
+    Returns:
+        ``(narrations or None, notes)``: a ``bad_caption`` note (``missing_caption`` for a listed file that does not
+        exist) naming the caption file when it cannot be read, narrations None; a ``repaired_caption`` note when
+        the reader had to guess (``line N: ...``), narrations as read.
+    """
+    from mmv.data.narrations import NarrationError
+
+    guesses: list[str] = []
+    try:
+        narrations = item_narrations(item, captions, guesses=guesses)
+    except (NarrationError, OSError, UnicodeError) as err:
+        source = getattr(err, "path", None) if isinstance(err, NarrationError) else item.caption
+        reason = "missing_caption" if isinstance(err, FileNotFoundError) else "bad_caption"
+        detail = err.reason if isinstance(err, NarrationError) else str(err)  # the note's path names the file
+        return None, [SampleNote(str(source or item.caption), reason, detail)]
+    notes = [SampleNote(str(item.caption), "repaired_caption", "; ".join(guesses))] if guesses else []
+    return narrations, notes
 
 
 def data_error_types() -> tuple[type[BaseException], ...]:
@@ -308,7 +353,7 @@ def data_error_types() -> tuple[type[BaseException], ...]:
 
 
 def skip_reason(error: BaseException) -> str:
-    """The reason a data error is counted under."""
+    """The reason a data error is counted under (``bad_caption`` when a caption error surfaces as one)."""
     from mmv.data.narrations import NarrationError
 
     if isinstance(error, NarrationError):
@@ -350,6 +395,8 @@ class ClipDataset(torch.utils.data.Dataset):
         short_side: Resize while decoding.
         captions: Narrations by video id (the file stem), e.g. HowTo100M's caption JSON read with
             :func:`mmv.data.narrations.read_howto100m_captions`; used before any caption file of the item.
+        scan_report: What the scan of the source folder found besides videos (``scan_folder(..., report=...)``);
+            the training loop adds it to its own report, so every file of the folder is accounted for.
     """
 
     def __init__(self, items: Sequence[VideoItem], *, num_frames: int = 32, fps: float = 10.0,
@@ -357,7 +404,7 @@ class ClipDataset(torch.utils.data.Dataset):
                  tokenizer: Any = None, num_narrations: int = 5, max_narration_distance: float | None = None,
                  train: bool = True, seed: int = 0, num_windows: int = 1, clip_start: float | None = None,
                  with_audio: bool = True, with_text: bool = True, short_side: int | None = None,
-                 captions: Mapping[str, Sequence[Any]] | None = None) -> None:
+                 captions: Mapping[str, Sequence[Any]] | None = None, scan_report: SkipReport | None = None) -> None:
         if num_windows < 1:
             raise ValueError(f"num_windows must be >= 1, got {num_windows}")
         self.items = list(items)
@@ -369,6 +416,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.clip_start = clip_start
         self.with_text = with_text
         self.captions = captions
+        self.scan_report = scan_report
         self.epoch = 0
         self._durations: dict[int, float] = {}
 
@@ -384,13 +432,16 @@ class ClipDataset(torch.utils.data.Dataset):
         item = self.items[item_index]
         try:
             duration = self._duration(item_index, item)
-            narrations = self._narrations(item)
+            narrations, notes = self._narrations(item)
             generator = sample_generator(self.seed, epoch, int(index)) if self.train else None
             start = self._start(duration, window, generator)
-            return self.builder.build(item.path, start, narrations, label=item.label, path=item.path,
-                                      index=item_index, generator=generator)
+            sample = self.builder.build(item.path, start, narrations, label=item.label, path=item.path,
+                                        index=item_index, generator=generator)
         except data_error_types() as err:
             return SkippedSample(item.path, skip_reason(err), str(err))
+        if notes:
+            sample["notes"] = notes
+        return sample
 
     def _duration(self, item_index: int, item: VideoItem) -> float:
         from mmv.data.media import MediaError, probe
@@ -404,10 +455,10 @@ class ClipDataset(torch.utils.data.Dataset):
             self._durations[item_index] = info.duration
         return self._durations[item_index]
 
-    def _narrations(self, item: VideoItem) -> Sequence[Any] | None:
+    def _narrations(self, item: VideoItem) -> tuple[Sequence[Any] | None, list[SampleNote]]:
         if not self.with_text or self.builder.tokenizer is None:
-            return None
-        return item_narrations(item, self.captions)
+            return None, []
+        return narrations_and_notes(item, self.captions)
 
     def _start(self, duration: float, window: int, generator: torch.Generator | None) -> float:
         if self.clip_start is not None and not self.train:
@@ -448,6 +499,17 @@ class MixedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def scan_report(self) -> SkipReport | None:
+        """The scan reports of the mixed datasets, merged (None when none has one)."""
+        reports = [r for r in (getattr(d, "scan_report", None) for d in self.datasets) if r is not None]
+        if not reports:
+            return None
+        merged = SkipReport()
+        for report in reports:
+            merged.merge(report)
+        return merged
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         for dataset in self.datasets:
@@ -477,11 +539,15 @@ class MixedDataset(torch.utils.data.Dataset):
 def collate_clips(samples: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
     """Stack sample dicts into a batch, dropping skipped samples and listing them under ``"skipped"``.
 
-    Tensors are stacked, numbers become tensors, strings stay lists. A batch whose samples were all skipped holds
-    only ``"skipped"`` (see :func:`batch_size`).
+    Tensors are stacked, numbers become tensors, strings stay lists. The samples' notes (problems of inputs that
+    were still used, e.g. an unreadable caption file) are gathered under ``"notes"``. A batch whose samples were all
+    skipped holds only ``"skipped"`` and ``"notes"`` (see :func:`batch_size`).
     """
     good = [s for s in samples if isinstance(s, dict)]
-    batch: dict[str, Any] = {"skipped": [s for s in samples if isinstance(s, SkippedSample)]}
+    notes = [note for s in good for note in s.get("notes", ())]
+    if any("notes" in s for s in good):  # only some samples carry notes: stack the keys all of them have
+        good = [{k: v for k, v in s.items() if k != "notes"} for s in good]
+    batch: dict[str, Any] = {"skipped": [s for s in samples if isinstance(s, SkippedSample)], "notes": notes}
     if not good:
         return batch
     for key in good[0]:

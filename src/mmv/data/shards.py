@@ -4,10 +4,13 @@ One sample per video. Its tar members share a key: ``KEY.<ext>`` holds the encod
 (``mp4``, ``webm``, ...; nothing is re-encoded) and ``KEY.json`` the metadata::
 
     {"path": "relative/source.mp4", "label": 3, "duration": 12.4, "video_ext": "mp4",
-     "narrations": [{"start": 0.5, "end": 2.0, "text": "..."}, ...]}     # null: the video has no captions
+     "caption": "relative/source.en.vtt",                                # the caption file read, or null
+     "narrations": [{"start": 0.5, "end": 2.0, "text": "..."}, ...]}     # null: no captions (or unreadable ones)
 
 Shards are written to a temporary name and renamed when complete, so a crash never leaves a half shard under a
-final name. ``DIR/shards.json`` lists the shards and their sample counts.
+final name. ``DIR/shards.json`` lists the shards and their sample counts, and accounts for every input: the videos
+left out (by reason), the caption files that could not be read (their videos are packed without narrations), the
+files of the source folder that are not videos (by extension) and the videos without captions.
 
 :class:`ShardDataset` streams samples from local files or any URL webdataset opens (``pipe:curl -s URL``,
 ``http://``, ...), splits shards across ranks and DataLoader workers, shuffles deterministically from the seed and
@@ -32,7 +35,7 @@ import torch
 from mmv.atomic import atomic_path, atomic_write_json
 from mmv.data.audio import MelConfig
 from mmv.data.skips import SkippedSample, SkipReport
-from mmv.data.datasets import ClipBuilder, VideoItem, data_error_types, item_narrations, skip_reason
+from mmv.data.datasets import ClipBuilder, VideoItem, data_error_types, narrations_and_notes, skip_reason
 from mmv.data.windows import sample_generator
 from mmv.extras import require
 
@@ -49,11 +52,17 @@ INDEX_NAME = "shards.json"
 # Writing.
 
 
-def _narrations_json(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]] | None:
-    narrations = item_narrations(item, captions)
+def _narrations_json(item: VideoItem, captions: Mapping[str, Sequence[Any]] | None,
+                     report: SkipReport) -> tuple[list[dict[str, Any]] | None, bool]:
+    """The narrations as JSON, and whether a caption source was found; a caption file that cannot be read is
+    noted in ``report`` (the video is packed without narrations)."""
+    narrations, notes = narrations_and_notes(item, captions)
+    for note in notes:
+        report.note(note)
+    found = narrations is not None or any(note.reason in ("bad_caption", "missing_caption") for note in notes)
     if narrations is None:
-        return None
-    return [{"start": n.start, "end": n.end, "text": n.text} for n in narrations]
+        return None, found
+    return [{"start": n.start, "end": n.end, "text": n.text} for n in narrations], found
 
 
 def _check_video(path: str) -> float:
@@ -94,11 +103,13 @@ class _ShardFile:
 
 def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shard_size: int = 1000,
                  root: str | os.PathLike | None = None, check_videos: bool = True,
-                 captions: Mapping[str, Sequence[Any]] | None = None, progress: bool = True) -> dict[str, Any]:
+                 captions: Mapping[str, Sequence[Any]] | None = None, progress: bool = True,
+                 report: SkipReport | None = None) -> dict[str, Any]:
     """Pack videos and their narrations into WebDataset tar shards.
 
-    Unusable inputs (unreadable video, audio-only file, malformed captions) are left out, counted by reason and
-    listed in the returned index.
+    Unusable videos (unreadable, audio-only, empty) are left out, counted by reason and listed in the returned
+    index. A video whose caption file cannot be read is packed without narrations, and the caption file is listed
+    with the reason (``kept_with_problems``).
 
     Args:
         items: The videos (e.g. from :func:`mmv.data.datasets.read_items`).
@@ -109,9 +120,13 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
         captions: Narrations by video id (file stem), e.g. from HowTo100M's caption JSON; they take precedence
             over the items' caption files.
         progress: Show a progress bar.
+        report: What the scan of the source found besides videos (``scan_folder(..., report=report)``); the
+            packing adds to it, and all of it goes to ``shards.json``.
 
     Returns:
-        The content of ``shards.json``: shard names and sizes, number of samples, skipped files by reason.
+        The content of ``shards.json``: shard names and sizes, number of samples, ``skipped`` (the report: videos
+        left out by reason, caption files that could not be read, ignored files by extension) and
+        ``without_captions`` (the packed videos that have no captions, as stored paths).
     """
     from tqdm import tqdm
 
@@ -120,16 +135,20 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, Any]] = []
-    skipped = SkipReport()
+    skipped = report if report is not None else SkipReport()
     current: _ShardFile | None = None
     written = 0
+    without_captions: list[str] = []
     try:
         for item in tqdm(items, desc="writing shards", unit="video", disable=not progress):
             try:
-                sample = _shard_sample(item, written, root, check_videos, captions)
+                sample, stored_path, has_captions = _shard_sample(item, written, root, check_videos, captions,
+                                                                  skipped)
             except data_error_types() as err:
                 skipped.add(skip_reason(err), item.path, str(err))
                 continue
+            if not has_captions:
+                without_captions.append(stored_path)
             if current is None:
                 current = _ShardFile(out / f"shard-{len(shards):06d}.tar")
             current.write(sample)
@@ -146,25 +165,31 @@ def write_shards(items: Sequence[VideoItem], out_dir: str | os.PathLike, *, shar
         current.close()
         shards.append({"name": current.path.name, "num_samples": current.count})
     skipped.samples_seen = written
-    index = {"shards": shards, "num_samples": written, "skipped": skipped.as_dict()}
+    index = {"shards": shards, "num_samples": written, "skipped": skipped.as_dict(),
+             "without_captions": without_captions}
     atomic_write_json(out / INDEX_NAME, index)
     return index
 
 
 def _shard_sample(item: VideoItem, number: int, root: str | os.PathLike | None, check_video: bool,
-                  captions: Mapping[str, Sequence[Any]] | None) -> dict[str, Any]:
+                  captions: Mapping[str, Sequence[Any]] | None,
+                  report: SkipReport) -> tuple[dict[str, Any], str, bool]:
+    """The tar members of one video, its stored path, and whether it has a caption source (readable or not)."""
     from mmv.data.media import MediaError
 
     duration = _check_video(item.path) if check_video else item.duration
     data = Path(item.path).read_bytes()
     if not data:
         raise MediaError(item.path, "empty", "the file is empty (0 bytes)")
-    narrations = _narrations_json(item, captions)
+    # After the video checks, so that a video left out notes nothing about its captions.
+    narrations, has_captions = _narrations_json(item, captions, report)
     extension = Path(item.path).suffix.lower().lstrip(".") or "mp4"
     stored_path = os.path.relpath(item.path, root) if root is not None else item.path
+    caption = os.path.relpath(item.caption, root) if root is not None and item.caption else item.caption
     meta = {"path": stored_path, "label": item.label, "duration": duration, "video_ext": extension,
-            "narrations": narrations}
-    return {"__key__": f"{number:09d}", extension: data, "json": json.dumps(meta).encode("utf-8")}
+            "caption": caption, "narrations": narrations}
+    sample = {"__key__": f"{number:09d}", extension: data, "json": json.dumps(meta).encode("utf-8")}
+    return sample, stored_path, has_captions
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -64,17 +64,28 @@ class DemoEvalConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def caption_text(path: Path | None) -> str:
-    """All narrations of a caption file joined by spaces ("" when there is none or it cannot be read)."""
+def caption_text(path: Path | None, report: SkipReport | None = None) -> str:
+    """All narrations of a caption file joined by spaces ("" when there is none or it cannot be read).
+
+    A caption file that cannot be read, or only by guessing, is noted in ``report`` when one is given (summarised
+    once at the end of the task), else logged.
+    """
     from mmv.data.narrations import NarrationError, read_narrations
 
     if path is None or not path.is_file():
         return ""
+    guesses: list[str] | None = [] if report is not None else None
     try:
-        return " ".join(n.text for n in read_narrations(path))
+        text = " ".join(n.text for n in read_narrations(path, guesses=guesses))
     except NarrationError as err:
-        logger.warning("ignoring unreadable captions %s (%s)", path, err)
+        if report is None:
+            logger.warning("ignoring unreadable captions %s (%s)", path, err)
+        else:
+            report.note("bad_caption", path, err.reason)
         return ""
+    if guesses:
+        report.note("repaired_caption", path, "; ".join(guesses))
+    return text
 
 
 def corpus_preprocess(corpus: dict[str, Any], num_frames: int = 16) -> Preprocess:
@@ -181,8 +192,11 @@ class _Context:
     def retrieval(self, test, tokenizer) -> dict[str, Any]:
         from mmv.eval.retrieval import RetrievalConfig, evaluate_retrieval
 
-        queries = [r for r in test if r.get("text_kind") == "on_topic" and caption_text(r["caption_path"])]
-        clips = [CaptionedClip(r["path"], caption_text(r["caption_path"]), r["video"]) for r in test]
+        captions = SkipReport()
+        texts = [caption_text(r["caption_path"], captions) for r in test]
+        captions.log_summary(logger, "demo retrieval captions")
+        queries = [r for r, text in zip(test, texts) if r.get("text_kind") == "on_topic" and text]
+        clips = [CaptionedClip(r["path"], text, r["video"]) for r, text in zip(test, texts)]
         directions = ["text->video"] + (["text->audio"] if "audio" in self.model.cfg.modalities else [])
         rcfg = RetrievalConfig(spec=self.preprocess.video, audio=self.preprocess.audio, windows=self.cfg.test_windows,
                                match="label", batch_size=self.cfg.batch_size)
@@ -207,7 +221,10 @@ class _Context:
         from mmv.eval.images import ImageEvalConfig, build_variants, image_features
 
         frames_dir = Path(cache_dir or self.cache.directory or Path.cwd() / ".mmv_demo_frames") / "demo_frames"
-        train_paths, test_paths = _middle_frames(train, frames_dir / "train"), _middle_frames(test, frames_dir / "test")
+        undecodable = SkipReport()
+        train_paths = _middle_frames(train, frames_dir / "train", undecodable)
+        test_paths = _middle_frames(test, frames_dir / "test", undecodable)
+        undecodable.log_summary(logger, "demo middle frames")
         image, frames = self.preprocess.image, self.preprocess.video.num_frames
         deflation = train_deflated_bn(self.model, [p for p in train_paths if p is not None],
                                       DeflationConfig(num_frames=frames, size=image.min_resize, crop=image.crop,
@@ -251,8 +268,9 @@ def _restrict_queries(result: dict[str, Any], clips: list[CaptionedClip], labels
             "query_clip_index": index[mask].tolist(), "chance": retrieval_chance(len(index), positives)}
 
 
-def _middle_frames(records: list[dict[str, Any]], folder: Path) -> list[Path | None]:
-    """Writes each video's middle frame as a PNG (once) and returns the paths (None: undecodable video)."""
+def _middle_frames(records: list[dict[str, Any]], folder: Path, skipped: SkipReport) -> list[Path | None]:
+    """Writes each video's middle frame as a PNG (once) and returns the paths (None: undecodable video, counted in
+    ``skipped``)."""
     from PIL import Image
 
     from mmv.data.media import MediaError, decode_clip, probe
@@ -264,7 +282,7 @@ def _middle_frames(records: list[dict[str, Any]], folder: Path) -> list[Path | N
             try:
                 clip = decode_clip(record["path"], probe(record["path"]).duration / 2, 1, 1.0, with_audio=False)
             except MediaError as err:
-                logger.warning("skipping %s: %s", record["path"], err.reason)
+                skipped.add(err.reason, record["path"], str(err))
                 paths.append(None)
                 continue
             with atomic_path(target, suffix=".png") as tmp:

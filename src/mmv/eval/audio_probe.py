@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mmv.data.files import AUDIO_EXTENSIONS
-from mmv.eval.datasets import esc50, folder_split
+from mmv.eval.datasets import esc50, folder_split, require_coverage
 from mmv.data.windows import MediaItem, Windowing
 from mmv.eval.features import cached_windows, embed_audio, files_key, preprocess_of
 from mmv.eval.io import FeatureCache, model_checksum
@@ -96,18 +96,27 @@ def evaluate_esc50(
     cfg: AudioProbeConfig | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
-    """ESC-50 5-fold linear probe: per-fold top-1/top-5 and their mean."""
+    """ESC-50 5-fold linear probe: per-fold top-1/top-5 and their mean.
+
+    A copy lacking some of the clips ``meta/esc50.csv`` lists is refused unless ``allow_partial`` (every result is
+    then marked partial; see :func:`mmv.eval.datasets.require_coverage`).
+    """
     cfg = cfg or AudioProbeConfig()
     data = esc50(data_dir)
+    require_coverage(data.coverage, allow_partial)
     cache = FeatureCache(cache_dir, model_checksum(model))
     feats = audio_window_features(model, [f.path for f in data.files], cfg, cache, progress, "esc50")
     feats.skipped.merge(data.skipped)
     labels = np.array([f.label for f in data.files], dtype=np.int64)
     per_fold = probe_folds(feats.rows, feats.owner, labels, data.folds, cfg)
-    for result in per_fold.values():
+    by_fold = data.coverage.by_part()
+    for name, result in per_fold.items():
         result["skipped"] = feats.skipped.as_dict()
-    return summarise_splits("audio linear probe", "esc50", Path(data_dir), per_fold, len(data.classes), _options(cfg, model))
+        result["coverage"] = by_fold.get(name)  # the clips of the test fold
+    return summarise_splits("audio linear probe", "esc50", Path(data_dir), per_fold, len(data.classes),
+                            _options(cfg, model), data.coverage)
 
 
 def evaluate_audio_folder(

@@ -1,8 +1,11 @@
 """Readers for the official layouts of the evaluation datasets.
 
-Each reader returns plain lists of files with labels (or captions) and never decodes media; missing files are
-counted in a :class:`~mmv.data.skips.SkipReport` instead of failing the run, because public copies of these datasets
-are often incomplete (YouTube-sourced videos disappear).
+Each reader returns plain lists of files with labels (or captions) and never decodes media. Public copies of these
+datasets are often incomplete (YouTube-sourced videos disappear), so each reader also returns its
+:class:`Coverage`: which of the files its metadata lists are on disk, per split side (or fold) and per class. A
+missing file is counted in a :class:`~mmv.data.skips.SkipReport` instead of failing the run; a copy where none of the
+listed files is found is an error naming the folder searched and the file names expected there. Whether a result
+below full coverage may be reported is the evaluation's decision (:func:`require_coverage`).
 
 Layouts:
 
@@ -23,6 +26,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +39,148 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+
+
+class PartialDatasetError(ValueError):
+    """A benchmark copy that lacks some of the files its metadata lists, evaluated without ``allow_partial``."""
+
+
+@dataclass
+class Coverage:
+    """Which of the files a benchmark's metadata lists are on disk.
+
+    Attributes:
+        dataset: The benchmark (``ucf101``, ``esc50``, ...).
+        searched: The folder the files were looked for in.
+        listed_in: The metadata that lists them (for messages).
+        entries: One per listed file and part: ``(path, part, classes, found)``; ``part`` is a split side or a fold
+            (``train``, ``test``, ``fold3``), ``classes`` the classes the file belongs to (several for VOC).
+    """
+
+    dataset: str
+    searched: Path
+    listed_in: str
+    entries: list[tuple[str, str, tuple[str, ...], bool]] = field(default_factory=list)
+
+    def check(self, path: Path, part: str, classes: str | Sequence[str] = ()) -> bool:
+        """Records one listed file; returns whether it is on disk."""
+        found = Path(path).is_file()
+        classes = (classes,) if isinstance(classes, str) else tuple(classes)
+        self.entries.append((str(path), part, classes, found))
+        return found
+
+    @classmethod
+    def union(cls, coverages: Iterable["Coverage"]) -> "Coverage":
+        """One coverage over several (e.g. every split of UCF101: a file counts once however often it is listed)."""
+        coverages = list(coverages)
+        listed_in = ", ".join(dict.fromkeys(coverage.listed_in for coverage in coverages))
+        merged = cls(coverages[0].dataset, coverages[0].searched, listed_in)
+        for coverage in coverages:
+            merged.entries += coverage.entries
+        return merged
+
+    def _files(self, keep=lambda entry: True) -> dict[str, bool]:
+        return {path: found for path, part, classes, found in self.entries if keep((path, part, classes, found))}
+
+    @property
+    def listed(self) -> int:
+        return len(self._files())
+
+    @property
+    def found(self) -> int:
+        return sum(self._files().values())
+
+    @property
+    def complete(self) -> bool:
+        return self.found == self.listed
+
+    @property
+    def missing(self) -> list[str]:
+        return sorted(path for path, found in self._files().items() if not found)
+
+    def by_part(self) -> dict[str, dict[str, int]]:
+        """``{part: {"found", "listed"}}`` in the order parts were met."""
+        parts = dict.fromkeys(part for _, part, _, _ in self.entries)
+        return {part: _count(self._files(lambda e, p=part: e[1] == p)) for part in parts}
+
+    def by_class(self) -> dict[str, dict[str, int]]:
+        """``{class: {"found", "listed"}}`` in the order classes were met."""
+        names = dict.fromkeys(name for _, _, classes, _ in self.entries for name in classes)
+        return {name: _count(self._files(lambda e, n=name: n in e[2])) for name in names}
+
+    def as_dict(self, missing_files: bool = True) -> dict[str, Any]:
+        """For the JSON report: counts overall, per part and per class, and (``missing_files``) every missing path."""
+        classes = self.by_class()
+        out = {"found": self.found, "listed": self.listed, "complete": self.complete,
+               "percent": 100.0 * self.found / max(self.listed, 1), "searched": str(self.searched),
+               "listed_in": self.listed_in, "parts": self.by_part(), "classes": classes,
+               "classes_present": sum(c["found"] > 0 for c in classes.values()), "num_classes": len(classes)}
+        if missing_files:
+            out["missing"] = self.missing
+        return out
+
+    def summary(self, max_files: int = 3) -> str:
+        """One line: how many listed files are missing, the first few, where the full list is."""
+        missing = self.missing
+        first = ", ".join(_relative(path, self.searched) for path in missing[:max_files])
+        return (f"{self.dataset}: {len(missing)} of the {self.listed} files listed in {self.listed_in} are missing "
+                f"under {self.searched} ({self.found} found, {100.0 * self.found / max(self.listed, 1):.2f} %; "
+                f"e.g. {first}; every one in the JSON report under coverage.missing)")
+
+    def nothing_found(self) -> FileNotFoundError:
+        """The error of a copy where none of the listed files is on disk."""
+        expected = ", ".join(_relative(path, self.searched) for path in self.missing[:3])
+        return FileNotFoundError(
+            f"{self.dataset}: none of the {self.listed} files listed in {self.listed_in} was found: searched "
+            f"{self.searched} for {expected}, ... (point --data at the folder holding them)")
+
+
+def _count(files: dict[str, bool]) -> dict[str, int]:
+    return {"found": sum(files.values()), "listed": len(files)}
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def require_coverage(coverage: Coverage, allow_partial: bool) -> None:
+    """Lets a benchmark number be computed only on a complete copy, unless ``allow_partial``.
+
+    Raises:
+        FileNotFoundError: None of the listed files is on disk.
+        PartialDatasetError: Some are missing and ``allow_partial`` is False (the message gives the count, the
+            first few and the way out).
+    """
+    if coverage.found == 0:
+        raise coverage.nothing_found()
+    if coverage.complete:
+        return
+    if not allow_partial:
+        raise PartialDatasetError(
+            f"{coverage.summary()}. A {coverage.dataset} number needs every listed file; --allow-partial "
+            f"(allow_partial=True) evaluates the {coverage.found} found and marks every result partial")
+    logger.warning("%s; results are marked partial", coverage.summary())
+
+
+def coverage_cell(counts: dict[str, Any], partial: bool) -> str:
+    """A table cell: ``found/listed``, and ``partial`` on every row of a partial result."""
+    return f"{counts['found']}/{counts['listed']}" + (" partial" if partial else "")
+
+
+def coverage_markdown(coverage: dict[str, Any]) -> str:
+    """The lines under a result table: the coverage overall and by class (the classes below full coverage)."""
+    head = (f"Coverage: {coverage['found']} of the {coverage['listed']} files listed in {coverage['listed_in']} "
+            f"({coverage['percent']:.2f} %), {coverage['classes_present']} of {coverage['num_classes']} classes "
+            f"present.")
+    if coverage["complete"]:
+        return head + " Every class complete."
+    short = [f"{name} {counts['found']}/{counts['listed']}" for name, counts in coverage["classes"].items()
+             if counts["found"] < counts["listed"]]
+    return (f"**PARTIAL**: not a benchmark number. {head}\n\nClasses below full coverage (found/listed): "
+            + (", ".join(short) if short else "none (the missing files have no class)") + ".")
 
 
 @dataclass(frozen=True)
@@ -54,11 +200,12 @@ class ClassificationSplit:
     train: list[LabeledFile]
     test: list[LabeledFile]
     skipped: SkipReport = field(default_factory=SkipReport)
+    coverage: Coverage | None = None  # None: no metadata lists the files (a folder per class)
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path, layout: str = "") -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: split file not found")
+        raise FileNotFoundError(f"{path}: split file not found" + (f" (expected layout: {layout})" if layout else ""))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -66,14 +213,23 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _keep_existing(files: list[LabeledFile], skipped: SkipReport) -> list[LabeledFile]:
+def _keep_existing(files: list[LabeledFile], skipped: SkipReport, coverage: Coverage, part: str,
+                   classes: Sequence[str]) -> list[LabeledFile]:
     present = []
     for item in files:
-        if item.path.is_file():
+        if coverage.check(item.path, part, classes[item.label]):
             present.append(item)
         else:
             skipped.add("listed in the split file but missing", item.path)
     return present
+
+
+def _require_something(splits: list[ClassificationSplit]) -> list[ClassificationSplit]:
+    """The splits, unless none of their listed files is on disk (then the error names where we looked)."""
+    coverage = Coverage.union(split.coverage for split in splits)
+    if coverage.listed and coverage.found == 0:
+        raise coverage.nothing_found()
+    return splits
 
 
 # --------------------------------------------------------------------------------------------------------- UCF101
@@ -86,19 +242,21 @@ def ucf101_splits(root: str | Path, splits: tuple[int, ...] = (1, 2, 3)) -> list
     root = Path(root)
     lists = root / "ucfTrainTestlist"
     videos = root / "UCF-101" if (root / "UCF-101").is_dir() else root
-    class_lines = _read_lines(lists / "classInd.txt")
+    layout = f"ucfTrainTestlist/{{classInd,trainlist0K,testlist0K}}.txt and UCF-101/<Class>/v_*.avi under {root}"
+    class_lines = _read_lines(lists / "classInd.txt", layout)
     classes = [line.split()[1] for line in class_lines]
     index = {name.lower(): i for i, name in enumerate(classes)}
     out = []
     for k in splits:
         skipped = SkipReport()
+        coverage = Coverage("ucf101", videos, f"{lists.name}/{{train,test}}list0{k}.txt")
         train = [_ucf_entry(line, videos, index, lists / f"trainlist0{k}.txt") for line in
-                 _read_lines(lists / f"trainlist0{k}.txt")]
+                 _read_lines(lists / f"trainlist0{k}.txt", layout)]
         test = [_ucf_entry(line, videos, index, lists / f"testlist0{k}.txt") for line in
-                _read_lines(lists / f"testlist0{k}.txt")]
-        out.append(ClassificationSplit(f"split{k}", classes, _keep_existing(train, skipped),
-                                       _keep_existing(test, skipped), skipped))
-    return out
+                _read_lines(lists / f"testlist0{k}.txt", layout)]
+        out.append(ClassificationSplit(f"split{k}", classes, _keep_existing(train, skipped, coverage, "train", classes),
+                                       _keep_existing(test, skipped, coverage, "test", classes), skipped, coverage))
+    return _require_something(out)
 
 
 def _ucf_entry(line: str, videos: Path, index: dict[str, int], source: Path) -> LabeledFile:
@@ -125,6 +283,7 @@ def hmdb51_splits(
     out = []
     for k in splits:
         train, test, skipped = [], [], SkipReport()
+        coverage = Coverage("hmdb51", video_root, f"{split_dir.name}/<class>_test_split{k}.txt")
         for label, name in enumerate(classes):
             split_file = split_dir / f"{name}_test_split{k}.txt"
             for line in _read_lines(split_file):
@@ -133,9 +292,9 @@ def hmdb51_splits(
                     raise ValueError(f"{split_file}: malformed line {line!r} (want '<video> <0|1|2>')")
                 item = LabeledFile(video_root / name / parts[0], label)
                 {"1": train, "2": test}.get(parts[1], []).append(item)
-        out.append(ClassificationSplit(f"split{k}", classes, _keep_existing(train, skipped),
-                                       _keep_existing(test, skipped), skipped))
-    return out
+        out.append(ClassificationSplit(f"split{k}", classes, _keep_existing(train, skipped, coverage, "train", classes),
+                                       _keep_existing(test, skipped, coverage, "test", classes), skipped, coverage))
+    return _require_something(out)
 
 
 # ---------------------------------------------------------------------------------------------- folder per class
@@ -202,6 +361,7 @@ class AudioFolds:
     files: list[LabeledFile]
     folds: np.ndarray
     skipped: SkipReport = field(default_factory=SkipReport)
+    coverage: Coverage | None = None
 
 
 def esc50(root: str | Path) -> AudioFolds:
@@ -218,14 +378,17 @@ def esc50(root: str | Path) -> AudioFolds:
     names = {int(r["target"]): r["category"] for r in rows}
     classes = [names.get(i, str(i)) for i in range(max(names) + 1)]
     files, folds, skipped = [], [], SkipReport()
+    coverage = Coverage("esc50", root / "audio", "meta/esc50.csv")
     for row in rows:
         path = root / "audio" / row["filename"]
-        if not path.is_file():
+        if not coverage.check(path, f"fold{row['fold']}", row["category"]):
             skipped.add("listed in esc50.csv but missing", path)
             continue
         files.append(LabeledFile(path, int(row["target"])))
         folds.append(int(row["fold"]))
-    return AudioFolds(classes, files, np.asarray(folds, dtype=np.int64), skipped)
+    if not files:
+        raise coverage.nothing_found()
+    return AudioFolds(classes, files, np.asarray(folds, dtype=np.int64), skipped, coverage)
 
 
 # ------------------------------------------------------------------------------------------------------- retrieval
@@ -240,8 +403,13 @@ class CaptionedClip:
     end: float | None = None
 
 
-def msrvtt_1ka(root: str | Path, skipped: SkipReport | None = None) -> list[CaptionedClip]:
-    """The 1k-A test split (``MSRVTT_JSFUSION_test.csv``): 1000 videos, one sentence each."""
+def msrvtt_1ka(root: str | Path, skipped: SkipReport | None = None,
+               coverage: Coverage | None = None) -> list[CaptionedClip]:
+    """The 1k-A test split (``MSRVTT_JSFUSION_test.csv``): 1000 videos, one sentence each.
+
+    Missing videos are added to ``skipped`` and, with the found ones, to ``coverage`` (when given; its
+    ``searched`` is set to the videos folder). None found is an error naming the folder and expected files.
+    """
     root = Path(root)
     csv_path = root / "MSRVTT_JSFUSION_test.csv"
     if not csv_path.is_file():
@@ -251,19 +419,34 @@ def msrvtt_1ka(root: str | Path, skipped: SkipReport | None = None) -> list[Capt
     if not rows or not {"video_id", "sentence"} <= set(rows[0]):
         raise ValueError(f"{csv_path}: expected columns key,vid_key,video_id,sentence")
     video_dir = root / "videos" / "all"
+    coverage = _fill(coverage, "msrvtt", video_dir, csv_path.name)
     clips = []
     for row in rows:
         path = video_dir / f"{row['video_id']}.mp4"
-        if not path.is_file():
+        if not coverage.check(path, "test"):
             if skipped is not None:
                 skipped.add("listed in MSRVTT_JSFUSION_test.csv but missing", path)
             continue
         clips.append(CaptionedClip(path, row["sentence"], row.get("key") or row["video_id"]))
+    if not clips:
+        raise coverage.nothing_found()
     return clips
 
 
-def youcook2(root: str | Path, subset: str = "validation", skipped: SkipReport | None = None) -> list[CaptionedClip]:
-    """Every annotated segment of ``subset`` whose video is present, with its sentence and times."""
+def _fill(coverage: Coverage | None, dataset: str, searched: Path, listed_in: str) -> Coverage:
+    """The caller's coverage (or a new one) set to describe ``dataset``."""
+    if coverage is None:
+        return Coverage(dataset, searched, listed_in)
+    coverage.dataset, coverage.searched, coverage.listed_in = dataset, searched, listed_in
+    return coverage
+
+
+def youcook2(root: str | Path, subset: str = "validation", skipped: SkipReport | None = None,
+             coverage: Coverage | None = None) -> list[CaptionedClip]:
+    """Every annotated segment of ``subset`` whose video is present, with its sentence and times.
+
+    Coverage counts videos (any extension), by recipe type; see :func:`msrvtt_1ka` for ``skipped`` and ``coverage``.
+    """
     root = Path(root)
     ann_path = root / "youcookii_annotations_trainval.json"
     if not ann_path.is_file():
@@ -272,11 +455,14 @@ def youcook2(root: str | Path, subset: str = "validation", skipped: SkipReport |
     if not isinstance(database, dict):
         raise ValueError(f"{ann_path}: no 'database' object")
     clips = []
+    coverage = _fill(coverage, "youcook2", root / "raw_videos" / subset, ann_path.name + f" ({subset})")
     for video_id, entry in sorted(database.items()):
         if entry.get("subset") != subset:
             continue
-        folder = root / "raw_videos" / subset / str(entry.get("recipe_type", ""))
+        recipe = str(entry.get("recipe_type", ""))
+        folder = root / "raw_videos" / subset / recipe
         candidates = sorted(p for p in folder.glob(f"{video_id}.*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        coverage.check(candidates[0] if candidates else folder / f"{video_id}.*", subset, recipe)
         if not candidates:
             if skipped is not None:
                 skipped.add("annotated but video missing", folder / f"{video_id}.*")
@@ -284,6 +470,8 @@ def youcook2(root: str | Path, subset: str = "validation", skipped: SkipReport |
         for ann in entry.get("annotations", []):
             start, end = (float(t) for t in ann["segment"])
             clips.append(CaptionedClip(candidates[0], ann["sentence"], f"{video_id}_{ann['id']}", start, end))
+    if coverage.listed and not coverage.found:
+        raise coverage.nothing_found()
     return clips
 
 
@@ -303,6 +491,7 @@ class VOCSplit:
     image_ids: list[str]
     paths: list[Path]
     targets: np.ndarray
+    coverage: Coverage | None = None
 
 
 def voc2007(root: str | Path, image_set: str) -> VOCSplit:
@@ -326,4 +515,10 @@ def voc2007(root: str | Path, image_set: str) -> VOCSplit:
             raise ValueError(f"{main}: {name}_{image_set}.txt lists different images than {VOC_CLASSES[0]}")
     targets = np.array([[columns[c][i] for c in VOC_CLASSES] for i in image_ids], dtype=np.int64)
     paths = [base / "JPEGImages" / f"{i}.jpg" for i in image_ids]
-    return VOCSplit(image_ids, paths, targets)
+    coverage = Coverage("voc2007", base / "JPEGImages", f"ImageSets/Main/<class>_{image_set}.txt")
+    for path, row in zip(paths, targets):
+        # An image counts for the classes it shows (1) or shows only as difficult (0).
+        coverage.check(path, image_set, [name for name, flag in zip(VOC_CLASSES, row) if flag >= 0])
+    if paths and not coverage.found:
+        raise coverage.nothing_found()
+    return VOCSplit(image_ids, paths, targets, coverage)

@@ -97,7 +97,7 @@ def _run_batched(
     if pending:
         flush()
     if skipped.total:
-        logger.warning("%s: %s", desc, skipped.summary())
+        skipped.log_summary(logger, desc)  # one line per reason; each file is in the JSON report
     return Embeddings(features, windows, skipped)
 
 

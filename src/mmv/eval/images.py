@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from mmv.eval.classifiers import C_GRID, LinearProbe
-from mmv.eval.datasets import VOC_CLASSES, image_folder_split, voc2007
+from mmv.eval.datasets import (
+    VOC_CLASSES,
+    Coverage,
+    coverage_cell,
+    coverage_markdown,
+    image_folder_split,
+    require_coverage,
+    voc2007,
+)
 from mmv.data.windows import MediaItem
 from mmv.eval.features import cached_pooled, embed_images, files_key, preprocess_of
 from mmv.eval.io import FeatureCache, forget_checksum, markdown_table, model_checksum
@@ -184,10 +192,17 @@ def evaluate_voc2007(
     cfg: ImageEvalConfig | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
-    """PASCAL VOC 2007 classification mAP (train on trainval, score on test) for each variant."""
+    """PASCAL VOC 2007 classification mAP (train on trainval, score on test) for each variant.
+
+    A copy lacking some of the listed images is refused unless ``allow_partial`` (results are then marked
+    partial); the missing images are skipped (reason ``missing``).
+    """
     cfg = cfg or ImageEvalConfig()
     trainval, test = voc2007(data_dir, "trainval"), voc2007(data_dir, "test")
+    coverage = Coverage.union([trainval.coverage, test.coverage])
+    require_coverage(coverage, allow_partial)
     results = {}
     for name, (net, frames) in build_variants(model, variants, trained).items():
         frames = cfg.static_frames if frames == -1 else frames
@@ -197,11 +212,14 @@ def evaluate_voc2007(
                          C=cfg.C, ap_method=cfg.ap_method, classifier=cfg.classifier, seed=cfg.seed)
         result["skipped"] = {"trainval": train.skipped.as_dict(), "test": held.skipped.as_dict()}
         results[name] = result
-    positives = (test.targets > 0).sum(axis=0)
-    counted = (test.targets != 0).sum(axis=0)
+    # Chance over the test images that were scored (all of them in a complete copy).
+    scored = test.targets[[path.is_file() for path in test.paths]]
+    positives = (scored > 0).sum(axis=0)
+    counted = (scored != 0).sum(axis=0)
     chance = float(np.mean(100.0 * positives[positives > 0] / counted[positives > 0]))
     return {"task": "PASCAL VOC 2007 classification", "dataset": "voc2007", "data": str(data_dir),
-            "variants": results, "chance": {"mAP": chance}, "options": asdict(cfg)}
+            "variants": results, "chance": {"mAP": chance}, "options": asdict(cfg),
+            "coverage": coverage.as_dict(), "partial": not coverage.complete}
 
 
 def image_table(result: dict[str, Any]) -> str:
@@ -209,11 +227,14 @@ def image_table(result: dict[str, Any]) -> str:
     names = {"naive": "naive deflation (n-def)", "trained": "deflation + trained BN (def)",
              "video": "video network on static clip (i-inf)", "given": "given network"}
     if result["dataset"] == "voc2007":
-        rows = [[names.get(k, k), r["mAP"], f"{r['C']:g}"] for k, r in result["variants"].items()]
-        rows.append(["chance (positive rate)", result["chance"]["mAP"], ""])
-        table = markdown_table(["variant", f"mAP % ({result['options']['ap_method']})", "C"], rows)
+        coverage, partial = result["coverage"], result["partial"]
+        cell = coverage_cell(coverage, partial)
+        rows = [[names.get(k, k), r["mAP"], f"{r['C']:g}", cell] for k, r in result["variants"].items()]
+        rows.append(["chance (positive rate)", result["chance"]["mAP"], "", cell])
+        table = markdown_table(["variant", f"mAP % ({result['options']['ap_method']})", "C", "coverage"], rows)
+        table += f"\n\n{coverage_markdown(coverage)}"
     else:
         rows = [[names.get(k, k), r["top1"], r["top5"], f"{r['C']:g}"] for k, r in result["variants"].items()]
         rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], ""])
         table = markdown_table(["variant", "top-1 %", "top-5 %", "C"], rows)
-    return f"### {result['task']}\n\n" + table
+    return f"### {result['task']}" + (" (PARTIAL copy)" if result.get("partial") else "") + "\n\n" + table

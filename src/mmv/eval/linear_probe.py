@@ -24,9 +24,13 @@ import torch
 from mmv.eval.classifiers import LinearProbe, published_c, select_c
 from mmv.eval.datasets import (
     ClassificationSplit,
+    Coverage,
+    coverage_cell,
+    coverage_markdown,
     detect_video_layout,
     folder_split,
     hmdb51_splits,
+    require_coverage,
     ucf101_splits,
 )
 from mmv.data.windows import MediaItem, Windowing
@@ -132,7 +136,7 @@ def fit_and_score(
     labels = np.array([column.get(y, padded.shape[1] - 1) for y in test_y.tolist()], dtype=np.int64)
     result = topk_accuracy(padded, labels, ks=(1, 5))
     result.update({"C": C, "fit_seconds": probe.fit_seconds, "num_train_rows": int(len(train_x)),
-                   "num_test": int(len(test_x))})
+                   "num_test": int(len(test_x)), "num_classes_present": int(len(np.unique(train_y)))})
     if selection is not None:
         result["C_selection"] = {f"{c:g}": acc for c, acc in selection.items()}
     return result
@@ -173,6 +177,7 @@ def evaluate_video_probe(
     video_root: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Runs the video linear probe on every requested split; returns per-split metrics and their mean.
 
@@ -185,10 +190,17 @@ def evaluate_video_probe(
         video_root: HMDB51 videos folder when not under ``data_dir``.
         cache_dir: where features are cached (None: no cache).
         progress: tqdm bars.
+        allow_partial: evaluate a UCF101/HMDB51 copy that lacks some listed videos (every result is then marked
+            partial); without it such a copy is refused before any feature is computed.
+
+    Raises:
+        PartialDatasetError: Listed videos are missing and ``allow_partial`` is False.
+        FileNotFoundError: None of the listed videos is on disk (the message names the folder searched).
     """
     cfg = cfg or VideoProbeConfig()
     data_dir = Path(data_dir)
     dataset, split_list = _load_splits(data_dir, dataset, splits, video_root, cfg.seed)
+    coverage = _coverage_of(split_list, allow_partial)
     C = cfg.C
     if C is None and dataset in ("ucf101", "hmdb51"):
         C = published_c(dataset, backbone_name(model))
@@ -197,38 +209,80 @@ def evaluate_video_probe(
     for split in split_list:
         logger.info("%s %s: %d train / %d test videos, %d classes", dataset, split.name, len(split.train),
                     len(split.test), len(split.classes))
+        _require_both_sides(dataset, split)
         train_x, train_y, test_x, test_y, skipped = split_features(model, split, cfg, cache, progress, tag=dataset)
         skipped.merge(split.skipped)
         groups = np.tile(np.arange(len(train_x) // max(cfg.train_passes, 1)), cfg.train_passes)
         result = fit_and_score(train_x, train_y, test_x, test_y, C=C, classifier=cfg.classifier, seed=cfg.seed,
                                groups=groups if len(groups) == len(train_x) else None)
         result["skipped"] = skipped.as_dict()
+        if split.coverage is not None:
+            result["coverage"] = split.coverage.as_dict(missing_files=False)
         per_split[split.name] = result
     options = {**asdict(cfg), "spec": asdict(cfg.spec or preprocess_of(model).video), "C": C}
-    return summarise_splits("video linear probe", dataset, data_dir, per_split, len(split_list[0].classes), options)
+    return summarise_splits("video linear probe", dataset, data_dir, per_split, len(split_list[0].classes), options,
+                            coverage)
+
+
+def _coverage_of(splits: list[ClassificationSplit], allow_partial: bool) -> Coverage | None:
+    """The coverage of every split together, checked against ``allow_partial``; None for a folder dataset."""
+    coverages = [split.coverage for split in splits if split.coverage is not None]
+    if not coverages:
+        return None
+    coverage = Coverage.union(coverages)
+    require_coverage(coverage, allow_partial)
+    return coverage
+
+
+def _require_both_sides(dataset: str, split: ClassificationSplit) -> None:
+    for side, files in (("training", split.train), ("test", split.test)):
+        if not files:
+            counts = split.coverage.by_part() if split.coverage is not None else {}
+            raise ValueError(f"{dataset} {split.name}: no {side} video on disk ({counts}); leave the split out "
+                             f"(--splits) or complete the copy")
 
 
 def summarise_splits(task: str, dataset: str, data_dir: Path, per_split: dict[str, dict[str, Any]],
-                     num_classes: int, options: dict[str, Any]) -> dict[str, Any]:
-    """The report of a probe: per-split results, their mean and std, and chance."""
+                     num_classes: int, options: dict[str, Any], coverage: Coverage | None = None) -> dict[str, Any]:
+    """The report of a probe: per-split results, their mean and std, chance, and the coverage of a benchmark.
+
+    Chance is that of the classes the classifier was trained on (all of them, unless a partial copy lacks some).
+    """
     top1 = mean_and_std([r["top1"] for r in per_split.values()])
     top5 = mean_and_std([r["top5"] for r in per_split.values()])
-    return {
+    present = [r.get("num_classes_present", num_classes) or num_classes for r in per_split.values()]
+    out = {
         "task": task, "dataset": dataset, "data": str(data_dir), "num_classes": num_classes,
         "mean": {"top1": top1[0], "top1_std": top1[1], "top5": top5[0], "top5_std": top5[1]},
-        "chance": {"top1": 100.0 / num_classes, "top5": 100.0 * min(5, num_classes) / num_classes},
+        "chance": {"top1": float(np.mean([100.0 / n for n in present])),
+                   "top5": float(np.mean([100.0 * min(5, n) / n for n in present]))},
         "splits": per_split, "options": options,
     }
+    if coverage is not None:
+        out.update(coverage=coverage.as_dict(), partial=not coverage.complete)
+    return out
 
 
 def probe_table(result: dict[str, Any], split_word: str = "split") -> str:
-    """Markdown: one row per split and a mean row."""
+    """Markdown: one row per split and a mean row; for a benchmark, its coverage on every row and beneath."""
+    coverage, partial = result.get("coverage"), result.get("partial", False)
+
+    def cells(counts: dict[str, Any] | None) -> list[str]:  # the coverage column, when there is one
+        if coverage is None:
+            return []
+        return [coverage_cell(counts, partial) if counts is not None else ""]
+
     rows = [[name, r["top1"], r["top5"], r["num_train_rows"], r["num_test"], f"{r['C']:g}", r["skipped"]["total"]]
-            for name, r in result["splits"].items()]
+            + cells(r.get("coverage")) for name, r in result["splits"].items()]
     mean = result["mean"]
     rows.append([f"**mean** ({len(result['splits'])} {split_word}s)", f"{mean['top1']:.2f} ± {mean['top1_std']:.2f}",
-                 f"{mean['top5']:.2f} ± {mean['top5_std']:.2f}", "", "", "", ""])
-    rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], "", "", "", ""])
-    head = f"### {result['task']}: {result['dataset']} ({result['num_classes']} classes)\n\n"
-    return head + markdown_table([split_word, "top-1 %", "top-5 %", "train rows", "test", "C", "skipped"], rows)
+                 f"{mean['top5']:.2f} ± {mean['top5_std']:.2f}", "", "", "", ""] + cells(coverage))
+    rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], "", "", "", ""] + cells(coverage))
+    classes = f"{result['num_classes']} classes"
+    if partial:
+        classes = f"PARTIAL copy: {coverage['classes_present']} of {result['num_classes']} classes"
+    head = f"### {result['task']}: {result['dataset']} ({classes})\n\n"
+    headers = [split_word, "top-1 %", "top-5 %", "train rows", "test", "C", "skipped"]
+    table = head + markdown_table(headers + (["coverage"] if coverage is not None else []), rows)
+    return table + (f"\n\n{coverage_markdown(coverage)}" if coverage is not None else "")
 

@@ -21,7 +21,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from mmv.eval.datasets import CaptionedClip, msrvtt_1ka, youcook2
+from mmv.eval.datasets import (
+    CaptionedClip,
+    Coverage,
+    coverage_cell,
+    coverage_markdown,
+    msrvtt_1ka,
+    require_coverage,
+    youcook2,
+)
 from mmv.data.windows import MediaItem, Windowing
 from mmv.eval.features import (
     cached_windows,
@@ -228,34 +236,51 @@ def _score(queries: np.ndarray, candidates: np.ndarray, groups: np.ndarray, ties
     return out
 
 
-def evaluate_msrvtt(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, **kwargs: Any) -> dict[str, Any]:
-    """MSR-VTT 1k-A test split (``MSRVTT_JSFUSION_test.csv``)."""
-    skipped = SkipReport()
-    clips = msrvtt_1ka(data_dir, skipped)
+def evaluate_msrvtt(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, *, allow_partial: bool = False,
+                    **kwargs: Any) -> dict[str, Any]:
+    """MSR-VTT 1k-A test split (``MSRVTT_JSFUSION_test.csv``).
+
+    A copy lacking some of the 1000 videos is refused unless ``allow_partial``: with fewer candidates the task is
+    easier, and the result is not the benchmark's (it is then marked partial on every row).
+    """
+    skipped, coverage = SkipReport(), Coverage("msrvtt", Path(data_dir), "")
+    clips = msrvtt_1ka(data_dir, skipped, coverage)
+    require_coverage(coverage, allow_partial)
     result = evaluate_retrieval(model, clips, tokenizer, tag="msrvtt", **kwargs)
-    result.update(dataset="msrvtt-1k-A", data=str(data_dir), missing_videos=skipped.as_dict())
+    result.update(dataset="msrvtt-1k-A", data=str(data_dir), missing_videos=skipped.as_dict(),
+                  coverage=coverage.as_dict(), partial=not coverage.complete)
     return result
 
 
-def evaluate_youcook2(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, **kwargs: Any) -> dict[str, Any]:
-    """YouCook2 validation segments (clips cut by their annotated times)."""
-    skipped = SkipReport()
-    clips = youcook2(data_dir, "validation", skipped)
+def evaluate_youcook2(model: torch.nn.Module, data_dir: str | Path, tokenizer: Any, *, allow_partial: bool = False,
+                      **kwargs: Any) -> dict[str, Any]:
+    """YouCook2 validation segments (clips cut by their annotated times); a copy lacking some annotated videos is
+    refused unless ``allow_partial`` (see :func:`evaluate_msrvtt`)."""
+    skipped, coverage = SkipReport(), Coverage("youcook2", Path(data_dir), "")
+    clips = youcook2(data_dir, "validation", skipped, coverage)
+    require_coverage(coverage, allow_partial)
     result = evaluate_retrieval(model, clips, tokenizer, tag="youcook2", **kwargs)
-    result.update(dataset="youcook2-val", data=str(data_dir), missing_videos=skipped.as_dict())
+    result.update(dataset="youcook2-val", data=str(data_dir), missing_videos=skipped.as_dict(),
+                  coverage=coverage.as_dict(), partial=not coverage.complete)
     return result
 
 
 def retrieval_table(result: dict[str, Any]) -> str:
-    """Markdown: one row per direction, chance beneath each."""
+    """Markdown: one row per direction, chance beneath each; for a benchmark, its coverage on every row and
+    beneath."""
+    coverage, partial = result.get("coverage"), result.get("partial", False)
+    cell = [coverage_cell(coverage, partial)] if coverage is not None else []
     rows = []
     for direction, r in result["directions"].items():
         if not r.get("num_queries"):
-            rows.append([direction, "-", "-", "-", "-", "-", 0])
+            rows.append([direction, "-", "-", "-", "-", "-", 0] + cell)
             continue
-        rows.append([direction, r["R@1"], r["R@5"], r["R@10"], r["median_rank"], r["mean_rank"], r["num_queries"]])
+        rows.append([direction, r["R@1"], r["R@5"], r["R@10"], r["median_rank"], r["mean_rank"], r["num_queries"]]
+                    + cell)
         c = r["chance"]
         rows.append([f"  chance ({r['num_candidates']} candidates)", c["R@1"], c["R@5"], c["R@10"], c["median_rank"],
-                     c["mean_rank"], ""])
-    head = f"### {result['task']}: {result.get('dataset', '')}\n\n"
-    return head + markdown_table(["direction", "R@1", "R@5", "R@10", "MedR", "MeanR", "queries"], rows)
+                     c["mean_rank"], ""] + cell)
+    head = f"### {result['task']}: {result.get('dataset', '')}" + (" (PARTIAL copy)" if partial else "") + "\n\n"
+    headers = ["direction", "R@1", "R@5", "R@10", "MedR", "MeanR", "queries"] + (["coverage"] if cell else [])
+    table = head + markdown_table(headers, rows)
+    return table + (f"\n\n{coverage_markdown(coverage)}" if coverage is not None else "")

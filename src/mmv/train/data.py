@@ -102,12 +102,13 @@ def _one_dataset(spec: DatasetSpec, data: DataSection, seed: int, tokenizer: Any
 
         return ShardDataset(spec.path, rank=rank, world_size=world_size, **common)
     from mmv.data.datasets import ClipDataset, read_manifest, scan_folder
+    from mmv.data.skips import SkipReport
 
     if spec.kind == "folder":
-        items = scan_folder(spec.path)
-    else:
-        items = read_manifest(spec.path)
-    return ClipDataset(items, train=True, **common)
+        scan_report = SkipReport()  # the folder's other files, accounted for in the run's report
+        items = scan_folder(spec.path, caption_lang=spec.caption_lang, report=scan_report)
+        return ClipDataset(items, train=True, scan_report=scan_report, **common)
+    return ClipDataset(read_manifest(spec.path), train=True, **common)
 
 
 def synthetic_dataset(spec: DatasetSpec, data: DataSection, seed: int) -> SyntheticClips:
@@ -134,7 +135,7 @@ def collate_with_positions(samples: list[Any]) -> dict[str, Any]:
 
 def _split(batch: dict[str, Any]) -> list[dict[str, Any]]:
     """A collated batch back into sample dicts (without the bookkeeping keys)."""
-    keys = [k for k in batch if k not in ("skipped", "kept")]
+    keys = [k for k in batch if k not in ("skipped", "kept", "notes")]
     return [{k: batch[k][i] for k in keys} for i in range(len(batch["kept"]))]
 
 
@@ -183,6 +184,10 @@ class BatchStream:
             self._epoch, self._next_position = self.sampler.epoch, self.sampler.position
         if state is not None:
             self.report.counts.update(state.get("skipped_by_reason", {}))
+            self.report.note_counts.update(state.get("noted_by_reason", {}))
+        scan_report = getattr(dataset, "scan_report", None)
+        if scan_report is not None:
+            self.report.merge(scan_report)
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
             collate_fn=collate_with_positions, pin_memory=pin_memory,
@@ -224,6 +229,9 @@ class BatchStream:
         for position, skipped in zip(skipped_positions, batch["skipped"]):
             if start + position >= floor:  # those before the floor were counted before the resume
                 self.report.add(skipped)
+        if start >= floor:
+            for note in batch.get("notes", ()):  # inputs used despite a problem (an unreadable caption file)
+                self.report.note(note)
 
     def __iter__(self) -> "BatchStream":
         return self
@@ -253,7 +261,8 @@ class BatchStream:
             if (epoch, position) < self._floor:  # still before the resume point
                 epoch, position = self._floor
         state: dict[str, Any] = {"epoch": epoch, "position": position,
-                                 "skipped_by_reason": dict(self.report.counts)}
+                                 "skipped_by_reason": dict(self.report.counts),
+                                 "noted_by_reason": dict(self.report.note_counts)}
         if self.sampler is not None:
             state["sampler"] = {**self.sampler.state_dict(0), "epoch": epoch, "position": position}
         return state

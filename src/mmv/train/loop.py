@@ -176,8 +176,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stream.close()
         if created_group and info.distributed:
             dist.destroy_process_group()
-    if info.primary and stream.report.total:
-        log.warning("clips skipped by the data pipeline (rank 0):\n%s", stream.report.details())
+    if info.primary and not stream.report.empty:
+        # One line per reason with counts and the first files; each file was logged at DEBUG when first met.
+        stream.report.log_summary(log, f"data pipeline (rank 0, {stream.report.samples_seen} clips used)")
     return {"status": status, "step": state["step"], "checkpoint": str(ckpt.find_latest(run_dir)),
             "run_dir": str(run_dir), "loss": last.get("loss"), "nonfinite_steps": state["nonfinite_total"],
             "clips_per_s": logger.clips_per_s()}
