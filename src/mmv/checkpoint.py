@@ -12,6 +12,10 @@ The description holds the architecture (``config``), the preprocessing the model
 writer adds (``source`` for converted models, ``train_config`` and ``step`` for trained ones).
 
 Nothing is unpickled: safetensors stores raw tensors, the description is JSON.
+
+:func:`load` also takes the name of a released model (``mmv.load("mmv_s3d")``, see :mod:`mmv.pretrained`): the
+first time, it downloads and converts the release into the cache; later, it loads the cached copy. A path that
+exists is always read as a path.
 """
 from __future__ import annotations
 
@@ -32,6 +36,25 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 VOCAB_METADATA_KEY = "mmv_vocabulary"
 FORMAT_VERSION = 1
+
+
+def model_path(path: str | os.PathLike) -> str | os.PathLike:
+    """Where the model ``path`` names is: ``path`` itself when it exists or is not a bare name, else the cached folder
+    of the released model of that name (downloaded and converted on first use).
+
+    Raises:
+        FileNotFoundError: A bare name that is neither a path nor a released model (the message lists them).
+    """
+    if Path(path).exists() or not isinstance(path, str) or "/" in path or os.sep in path:
+        return path
+    from mmv import pretrained  # only for names: loading a path never imports the downloader
+
+    if pretrained.is_released(path):
+        return pretrained.fetch(path)
+    if not Path(path).suffix:  # a bare name, not a file that is missing
+        raise FileNotFoundError(f"{path}: no such model file or directory, and not a released model "
+                                f"(released: {', '.join(pretrained.list_released())})")
+    return path
 
 
 def model_description(model: MMV, extra: dict[str, Any] | None = None,
@@ -81,7 +104,41 @@ def save(model: MMV, path: str | os.PathLike, extra: dict[str, Any] | None = Non
 
 
 def _vocabulary_json(vocabulary: Any) -> str:
-    return json.dumps({word: index for index, word in enumerate(vocabulary.words)}, ensure_ascii=False, indent=0)
+    return vocabulary.to_json()
+
+
+def store_vocabulary(path: str | os.PathLike, vocabulary: Any) -> Path:
+    """Stores ``vocabulary`` with the saved model at ``path`` (e.g. a recovered table of rows), so that its text
+    inputs need no ``--vocab``; unknown words are then left out if the table has no unknown id.
+
+    A model folder gets a new ``vocab.json`` and ``config.json`` and keeps its weights file as it is (a cached
+    release keeps its recorded digest); a single ``.safetensors`` file is written again, since the vocabulary lives
+    in its header.
+
+    Raises:
+        ValueError: The vocabulary's ids do not fit the model's word embedding.
+    """
+    path = Path(path)
+    description, weights = read_description(path)
+    _check_vocabulary_fits(vocabulary, description.get("config", {}), path)
+    preprocess = preprocess_of_description(description, where=str(path)).with_vocabulary(vocabulary)
+    if path.is_dir():
+        description["preprocess"] = preprocess.to_dict()
+        atomic_write_bytes(path / VOCAB_FILE, _vocabulary_json(vocabulary).encode("utf-8"))
+        atomic_write_bytes(path / CONFIG_NAME, (json.dumps(description, indent=2) + "\n").encode())
+        return path
+    model = load(path)
+    extra = {key: value for key, value in description.items()
+             if key not in ("format", "format_version", "mmv_version", "config", "deflated", "preprocess")}
+    return save(model, path, extra=extra, preprocess=preprocess)
+
+
+def _check_vocabulary_fits(vocabulary: Any, config: dict[str, Any], where: Any) -> None:
+    """A table of rows must name rows of the model's word embedding (a vocabulary 0..N-1 is checked where used)."""
+    rows = (config.get("text_backbone_args") or {}).get("vocab_size")
+    if getattr(vocabulary, "is_rows_table", False) and rows is not None and vocabulary.max_id >= rows:
+        raise ValueError(f"{where}: the vocabulary names row {vocabulary.max_id} but the model's word embedding has "
+                         f"{rows} rows")
 
 
 def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
@@ -147,12 +204,24 @@ def read_vocabulary(path: str | os.PathLike, description: dict[str, Any], weight
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MMV:
-    """Loads a model saved by :func:`save` (or written by ``mmv convert`` / ``mmv train``), in eval mode.
+    """Loads a model saved by :func:`save` (or written by ``mmv convert`` / ``mmv train``), in eval mode, or a
+    released model by name.
+
+    Args:
+        path: A model folder or ``.safetensors`` file; or, when no such path exists, the name of a released model
+            (``"mmv_s3d"``, ``"mmv_tsm_resnet_x1"``, ``"mmv_tsm_resnet_x2"``): downloaded and converted into the
+            cache on first use (:func:`mmv.pretrained.fetch`), read from the cache afterwards.
+        map_location: Where the weights go.
 
     The result carries its preprocessing as ``model.preprocess`` (:class:`mmv.preprocess.Preprocess`). A model
     saved by an earlier version, without it, gets it from what its description holds (its training config, or the
     released settings for a converted model), with a warning that names what had to be assumed.
+
+    Raises:
+        FileNotFoundError: No such path and not a released model's name (the message lists the names).
+        mmv.pretrained.DownloadError: A released model could not be downloaded (one line saying what failed).
     """
+    path = model_path(path)
     description, weights = read_description(path)
     if description.get("format") != "mmv":
         raise ValueError(f"{path}: not an mmv model description")
@@ -161,7 +230,11 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> M
         deflate(model)
     from safetensors.torch import load_file
 
-    state = load_file(str(weights), device=str(map_location))
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except Exception as err:  # safetensors raises its own error types (a truncated or damaged file)
+        raise ValueError(f"{weights}: not a readable safetensors file ({err}); convert or save the model again") \
+            from err
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
@@ -169,5 +242,6 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> M
             f"unexpected {result.unexpected_keys[:20]}"
         )
     vocabulary = read_vocabulary(path, description, weights)
+    _check_vocabulary_fits(vocabulary, description["config"], path)
     model.preprocess = preprocess_of_description(description, vocabulary, where=str(path))
     return model.to(map_location).eval()

@@ -1,7 +1,7 @@
 """Optional dependencies: the extras of ``pip install 'mmv[...]'`` and the error that names the one to install.
 
 ``pip install mmv`` installs what loading, converting and embedding need (torch, numpy, safetensors, pyyaml, tqdm,
-av, pillow). The rest comes with an extra (``pyproject.toml``):
+av, pillow; pooch, requests, platformdirs and filelock for the released models by name). The rest comes with an extra (``pyproject.toml``):
 
 =========  ===============================  ==============================================================
 extra      packages                         needed by

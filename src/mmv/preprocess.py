@@ -104,9 +104,10 @@ class TextPreprocess:
         max_words: Ids per sentence (padded with 0).
         stop_words: Words removed before encoding (None: the library's list, NLTK's 179 English stop words, which
             is then stored explicitly, so a model keeps its list if the library's default ever changes).
-        drop_unknown: Leave out words not in the vocabulary instead of encoding them as the unknown id.
+        drop_unknown: Leave out words not in the vocabulary instead of encoding them as the unknown id (always so
+            with a table of rows, which has no unknown id).
         vocabulary: The word-to-id table (:class:`mmv.data.tokenizer.Vocabulary`); None when the model has none
-            (the released models: their table was never published).
+            (the released models: their table was never published; ``mmv vocab recover`` rebuilds one).
     """
 
     max_words: int = 16
@@ -226,12 +227,17 @@ class Preprocess:
     # ----------------------------------------------------------------------------------------------------------
     # Changing settings
     def with_vocabulary(self, vocabulary: Any) -> "Preprocess":
-        """A copy whose text settings use ``vocabulary`` (a :class:`~mmv.data.tokenizer.Vocabulary` or a path)."""
+        """A copy whose text settings use ``vocabulary`` (a :class:`~mmv.data.tokenizer.Vocabulary` or a path).
+
+        A table of rows (a recovered vocabulary) has no unknown id, so ``drop_unknown`` becomes True with it.
+        """
         if isinstance(vocabulary, (str, Path)):
             from mmv.data.tokenizer import Vocabulary
 
             vocabulary = Vocabulary.load(vocabulary)
-        return dataclasses.replace(self, text=dataclasses.replace(self.text, vocabulary=vocabulary))
+        drop_unknown = self.text.drop_unknown or getattr(vocabulary, "is_rows_table", False)
+        return dataclasses.replace(self, text=dataclasses.replace(self.text, vocabulary=vocabulary,
+                                                                  drop_unknown=drop_unknown))
 
     def override(self, **settings: Any) -> tuple["Preprocess", dict[str, dict[str, Any]]]:
         """A copy with some settings replaced, and a record of those that contradict this preprocessing.
@@ -302,6 +308,8 @@ class Preprocess:
         """Several lines for people (``mmv info``)."""
         v, a, t = self.video, self.audio, self.text
         vocab = f"{len(t.vocabulary)} words" if t.vocabulary is not None else "none"
+        if t.vocabulary is not None and t.vocabulary.is_rows_table:
+            vocab += " (rows of the word embedding, e.g. recovered; unknown words left out)"
         lines = [
             f"video: {v.num_frames} frames at {v.fps:g} fps ({v.seconds:g} s), short side {v.min_resize}, "
             f"centre crop {v.crop}, pixels in [{v.pixel_range[0]:g}, {v.pixel_range[1]:g}]",
@@ -317,8 +325,16 @@ class Preprocess:
 
 
 def vocabulary_sha256(vocabulary: Any) -> str:
-    """Checksum of a vocabulary's words in id order (what :func:`mmv.load` checks the stored file against)."""
-    return hashlib.sha256("\n".join(vocabulary.words).encode("utf-8")).hexdigest()
+    """Checksum of a vocabulary's words in id order (what :func:`mmv.load` checks the stored file against).
+
+    A table of rows hashes ``word<TAB>id`` lines, since its ids are not positions; no word holds whitespace, so the
+    two kinds never share a checksum.
+    """
+    if getattr(vocabulary, "is_rows_table", False):
+        lines = [f"{word}\t{vocabulary.id(word)}" for word in vocabulary.words]
+    else:
+        lines = vocabulary.words
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def preprocess_of_description(description: Mapping[str, Any], vocabulary: Any = None,

@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "demo",
     "demo_data",
     "convert",
+    "download",
     "info",
     "embed",
     "train",
@@ -61,8 +62,38 @@ def entry() -> int:
     return main()
 
 
+# Exit statuses (docs/cli.md): 0 success, 1 failure (a file, the data or the run), 2 usage (the command line),
+# 130 interrupted (Ctrl-C).
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Options a command cannot run with (exit status 2): raised before anything is written."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's situation (a path, a file, an option, a missing extra), not a bug: one line."""
+    import pickle
+
+    from mmv.data.media import MediaError
+
+    return OSError, ValueError, RuntimeError, MissingDependencyError, MediaError, pickle.UnpicklingError, EOFError
+
+
+def one_line(err: BaseException) -> str:
+    """The error as one line naming the file and the problem."""
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (or MMV_DEBUG=1)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -71,16 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    debug = args.debug or args.verbose or os.environ.get("MMV_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, RuntimeError, MissingDependencyError) as err:
-        # User errors (bad path, bad file, bad option, an extra not installed) end with one readable line, not a
-        # traceback.
-        if args.verbose:
+    except KeyboardInterrupt:
+        if debug:
             raise
-        print(f"mmv {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        kept = getattr(args, "on_interrupt", "nothing half-written was kept")
+        print(f"mmv {args.command}: interrupted; {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except user_error_types() as err:
+        # User errors (bad path, bad file, bad option, an extra not installed) end with one readable line, not a
+        # traceback; --debug or MMV_DEBUG=1 shows it.
+        if debug:
+            raise
+        print(f"mmv {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, UsageError) else EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""``mmv vocab CORPUS... --out vocab.txt``: build the word vocabulary of the text network from a corpus."""
+"""``mmv vocab CORPUS... --out vocab.txt``: build the word vocabulary of the text network from a corpus;
+``mmv vocab recover MODEL --word2vec FILE --out VOCAB.json``: recover a model's table from its word2vec file.
+
+The two share one sub-command: a first argument ``recover`` selects recovery (a corpus folder of that name is given
+as ``./recover``), so every existing ``mmv vocab CORPUS... --out FILE`` call keeps working unchanged.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("mmv.vocab")
 
@@ -22,20 +28,41 @@ CORPUS is any mix of files and folders (searched recursively):
 Unreadable or malformed files are skipped, counted and reported. The last line printed is a JSON summary.
 
 Example:
-  mmv vocab captions/ extra_sentences.txt --out vocab.txt --min-count 2"""
+  mmv vocab captions/ extra_sentences.txt --out vocab.txt --min-count 2
+
+Recovering the word table of a model (the released ones never published theirs):
+  mmv vocab recover MODEL --word2vec FILE --out VOCAB.json [--into MODEL_DIR]
+
+MODEL is a model folder or .safetensors file, a released model's name (mmv_s3d, ...) or a released .pkl. Each row
+of its frozen word embedding is matched with the word of FILE (word2vec binary .bin or text .txt/.vec, optionally
+.gz; for the released models GoogleNews-vectors-negative300.bin.gz) whose vector it is: exact copies, then copies up
+to scale (cosine >= --min-cosine). VOCAB.json is {word: row} for every row found, plus "<pad>": the all-zero row;
+--vocab accepts it everywhere. --into stores it with the model, so text needs no --vocab (unknown words are left
+out). Several words with the same vector: the first in FILE (the most frequent) takes the row. A file of another
+vector size or a truncated file is refused."""
 
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "vocab", help="build a word vocabulary from caption or text files", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "vocab", help="build a word vocabulary from caption or text files, or recover a model's (vocab recover)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="mmv vocab CORPUS... --out FILE [--max-size N] [--min-count N]\n"
+              "       mmv vocab recover MODEL --word2vec FILE --out VOCAB.json [--into MODEL_DIR] [--min-cosine C]")
     parser.add_argument("corpus", metavar="CORPUS", nargs="+", help="caption/text files or folders")
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="vocabulary to write (.txt: one word per line; .json: {word: id})")
-    parser.add_argument("--max-size", type=int, default=65536,
+    parser.add_argument("--max-size", type=int, default=None,
                         help="entries including <pad> and <unk> (default: 65536, as the released models)")
-    parser.add_argument("--min-count", type=int, default=1, help="leave out words seen fewer times (default: 1)")
+    parser.add_argument("--min-count", type=int, default=None,
+                        help="leave out words seen fewer times (default: 1)")
+    recover = parser.add_argument_group("vocab recover")
+    recover.add_argument("--word2vec", metavar="FILE", default=None,
+                         help="the word2vec file the model's embedding was copied from (.bin, .txt, .vec, .gz)")
+    recover.add_argument("--into", metavar="MODEL_DIR", default=None,
+                         help="also store the recovered table with this model (a folder, .safetensors or a name)")
+    recover.add_argument("--min-cosine", type=float, default=None,
+                         help="least cosine of a copy up to scale (default: 0.9999)")
     parser.set_defaults(func=run)
     return parser
 
@@ -60,11 +87,23 @@ def file_texts(path: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.corpus[0] == "recover":
+        return run_recover(args)
+    given = [flag for flag, value in (("--word2vec", args.word2vec), ("--into", args.into),
+                                      ("--min-cosine", args.min_cosine)) if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for 'mmv vocab recover MODEL ...'")
+    return run_build(args)
+
+
+def run_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mmv.data.narrations import NarrationError
     from mmv.data.tokenizer import count_words, vocabulary_from_counts
 
+    args.max_size = 65536 if args.max_size is None else args.max_size
+    args.min_count = 1 if args.min_count is None else args.min_count
     if args.max_size < 2 or args.min_count < 1:
         raise ValueError("--max-size must be >= 2 and --min-count >= 1")
     began = time.perf_counter()
@@ -98,3 +137,58 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * (summary['token_coverage'] or 0):.1f}% of {total} word occurrences")
     print(json.dumps(summary))
     return 0
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    """``mmv vocab recover MODEL --word2vec FILE --out VOCAB.json [--into MODEL_DIR]``."""
+    from mmv.data.vocab_recovery import DEFAULT_MIN_COSINE, embedding_matrix, recover_vocabulary
+
+    if len(args.corpus) != 2:
+        raise ValueError("usage: mmv vocab recover MODEL --word2vec FILE --out VOCAB.json (one MODEL)")
+    if args.word2vec is None:
+        raise ValueError("recover needs --word2vec FILE, the word2vec file the model's embedding came from")
+    wrong = [flag for flag, value in (("--max-size", args.max_size), ("--min-count", args.min_count))
+             if value is not None]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: only for building a vocabulary from a corpus")
+    if Path(args.out).suffix.lower() != ".json":
+        raise ValueError(f"--out {args.out}: a recovered table is written as .json ({{word: row}})")
+    from mmv.checkpoint import model_path, read_description, store_vocabulary
+
+    into = model_path(args.into) if args.into else None
+    if into is not None:
+        read_description(into)  # a wrong --into is reported now, not after the pass over the file
+    model = args.corpus[1]
+    matrix = embedding_matrix(model)
+    result = recover_vocabulary(matrix, args.word2vec,
+                                min_cosine=DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine)
+    vocabulary = result.vocabulary()
+    vocabulary.save(args.out)
+    if into is not None:
+        store_vocabulary(into, vocabulary)
+    reachable = reachable_entries(vocabulary)
+    counts = result.counts()
+    summary = {"out": args.out, "model": model, "word2vec": args.word2vec, **counts,
+               "words_left_out": result.words_left_out, "duplicate_rows": result.duplicate_rows,
+               "pad_row": vocabulary.pad_id, "reachable": reachable, "words_read": result.words_read,
+               "into": args.into, "examples": result.examples, "seconds": round(result.seconds, 2)}
+    print(f"{counts['rows'] - counts['not_found']} of {counts['rows']} rows recovered from {args.word2vec}: "
+          f"{counts['exact']} exact, {counts['scaled']} up to scale, {counts['padding']} all-zero (padding: row "
+          f"{vocabulary.pad_id}), {counts['not_found']} not found; {counts['ambiguous']} ambiguous (the first word in "
+          f"the file kept, {result.words_left_out} words left out). {reachable} of the {len(vocabulary) - 1} words "
+          f"can come out of the tokenizer (the others are phrases joined by '_', punctuation, stop words or "
+          f"shadowed case variants). Wrote {args.out}" + (f" and stored it with {args.into}" if args.into else ""))
+    print(json.dumps(summary))
+    return 0
+
+
+def reachable_entries(vocabulary: Any) -> int:
+    """Words of a table of rows that some text tokenises to: the tokenizer lower-cases, splits on anything but
+    letters, digits and inner apostrophes (so never yields a phrase joined by '_') and drops stop words."""
+    from mmv.data.tokenizer import split_words
+
+    count = 0
+    for word in vocabulary.words:
+        lower = word.lower()
+        count += word != "<pad>" and split_words(lower) == [lower] and vocabulary.id(lower) == vocabulary.id(word)
+    return count

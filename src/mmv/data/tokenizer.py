@@ -5,7 +5,10 @@ MMV's text input is a sentence as at most 16 word ids (paper fact sheet §1.5: s
 vocabulary, so :func:`build_vocabulary` makes one from a corpus (``mmv vocab``) and
 :func:`mmv.data.word_vectors.load_word_vectors` fills the embedding matrix from word2vec.
 
-Id 0 is padding and id 1 stands for words not in the vocabulary.
+Id 0 is padding and id 1 stands for words not in the vocabulary. A table recovered from a model's embedding
+(``mmv vocab recover``, :mod:`mmv.data.vocab_recovery`) is a *table of rows* instead
+(:meth:`Vocabulary.from_rows`): each word's id is the row of the embedding that holds its vector, ``<pad>`` names
+the all-zero row, and there is no ``<unk>``, so words not in it are left out.
 
 Example:
     >>> vocab = build_vocabulary(["Cut the onions", "then fry the onions"])
@@ -65,8 +68,19 @@ def split_words(text: str, stop_words: Iterable[str] = DEFAULT_STOP_WORDS) -> li
     return [word for word in _WORD.findall(text) if word not in stop_words]
 
 
+def _check_word(word: str) -> None:
+    if not isinstance(word, str) or not word or any(ch.isspace() for ch in word):
+        raise ValueError(f"invalid vocabulary word {word!r}: words must be non-empty without whitespace")
+
+
 class Vocabulary:
     """A word-to-id table: id 0 is ``<pad>``, id 1 is ``<unk>``, then the words in the order given.
+
+    A *table of rows* (:meth:`from_rows`, what ``mmv vocab recover`` writes) is the other kind: the ids are rows of a
+    model's word embedding, not ``0..N-1``; ``<pad>`` names the padding row and there is no ``<unk>``, so
+    :meth:`id` gives None for a word not in it and the tokenizer leaves such words out. A lower-case word that is
+    not in such a table also finds its capitalised entries (``"paris"`` finds ``"Paris"``; of several, the lowest
+    row), because the tokenizer lower-cases text while the word2vec file the table came from keeps case.
 
     Args:
         words: The vocabulary words (without the two special tokens), most frequent first by convention. Words must
@@ -76,13 +90,53 @@ class Vocabulary:
     def __init__(self, words: Iterable[str]) -> None:
         self._words = [PAD_TOKEN, UNK_TOKEN]
         for word in words:
-            if not word or any(ch.isspace() for ch in word):
-                raise ValueError(f"invalid vocabulary word {word!r}: words must be non-empty without whitespace")
+            _check_word(word)
             self._words.append(word)
         self._ids = {word: index for index, word in enumerate(self._words)}
         if len(self._ids) != len(self._words):
             duplicates = [w for w, c in collections.Counter(self._words).items() if c > 1]
             raise ValueError(f"duplicate vocabulary words: {duplicates[:10]}")
+        self._rows: dict[int, str] | None = None  # id -> word of a table of rows; None: ids are list positions
+        self._folded: dict[str, int] = {}
+        self._pad_id: int = PAD_ID
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, int]) -> Vocabulary:
+        """A table of rows: ``{word: row of the model's word embedding}``, with ``"<pad>": padding row``.
+
+        Words keep their spelling (word2vec is case-sensitive); several words may not share a row, except that
+        ``<pad>`` may share one with a word (a model without an all-zero row pads with id 0 whatever it holds).
+
+        Raises:
+            ValueError: ``<pad>`` missing, ``<unk>`` present, an id that is not an integer >= 0, an invalid word, or
+                two words with the same row.
+        """
+        if PAD_TOKEN not in rows:
+            raise ValueError(f"a table of rows needs {PAD_TOKEN!r} (the padding row)")
+        if UNK_TOKEN in rows:
+            raise ValueError(f"a table of rows has no {UNK_TOKEN!r}: words not in it are left out")
+        owner: dict[int, str] = {}
+        for word, row in rows.items():
+            _check_word(word)
+            if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+                raise ValueError(f"the id of {word!r} is {row!r}, expected a row number >= 0")
+            if word != PAD_TOKEN:
+                if row in owner:
+                    raise ValueError(f"{owner[row]!r} and {word!r} both have row {row}")
+                owner[row] = word
+        self = cls.__new__(cls)
+        self._pad_id = rows[PAD_TOKEN]
+        # Entries by id, <pad> before a word that shares its row, so that `words` and the checksum are canonical.
+        entries = sorted(rows.items(), key=lambda item: (item[1], item[0] != PAD_TOKEN))
+        self._words = [word for word, _ in entries]
+        self._ids = dict(entries)
+        self._rows = {self._pad_id: PAD_TOKEN, **{row: word for row, word in owner.items() if row != self._pad_id}}
+        self._folded = {}
+        for word, row in entries:  # ascending rows: of several capitalised forms, the lowest row is found
+            lower = word.lower()
+            if lower != word and lower not in self._ids:
+                self._folded.setdefault(lower, row)
+        return self
 
     def __len__(self) -> int:
         return len(self._words)
@@ -94,28 +148,67 @@ class Vocabulary:
         return iter(self._words)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self._words == other._words
+        return (isinstance(other, Vocabulary) and self.is_rows_table == other.is_rows_table
+                and self._words == other._words and self._ids == other._ids)
 
     def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} entries: {self._words[2:7]}{'...' if len(self) > 7 else ''})"
+        kind = "table of rows, " if self.is_rows_table else ""
+        return f"Vocabulary({kind}{len(self)} entries: {self._words[2:7]}{'...' if len(self) > 7 else ''})"
 
     @property
     def words(self) -> list[str]:
         """All entries by id, the special tokens included."""
         return list(self._words)
 
-    def id(self, word: str) -> int:
-        """The id of ``word``; ``UNK_ID`` when it is not in the vocabulary."""
-        return self._ids.get(word, UNK_ID)
+    @property
+    def is_rows_table(self) -> bool:
+        """True for a table of rows (:meth:`from_rows`), False for ids ``0..N-1``."""
+        return self._rows is not None
+
+    @property
+    def pad_id(self) -> int:
+        """The id sentences are padded with (0, or a table of rows' ``<pad>`` row)."""
+        return self._pad_id
+
+    @property
+    def unk_id(self) -> int | None:
+        """The id of words not in the vocabulary; None for a table of rows (such words are left out)."""
+        return None if self.is_rows_table else UNK_ID
+
+    @property
+    def max_id(self) -> int:
+        """The largest id: the model's word embedding needs more rows than this."""
+        return max(self._ids.values())
+
+    def id(self, word: str) -> int | None:
+        """The id of ``word``; ``UNK_ID`` when it is not in the vocabulary (None for a table of rows)."""
+        index = self._ids.get(word)
+        if index is None:
+            index = self._folded.get(word) if self.is_rows_table else UNK_ID
+        return index
 
     def word(self, index: int) -> str:
         """The word with id ``index``."""
+        if self._rows is not None:
+            if index not in self._rows:
+                raise IndexError(f"no word has row {index} in this table")
+            return self._rows[index]
         return self._words[index]
 
+    def to_json(self) -> str:
+        """The ``{word: id}`` JSON text of the vocabulary (what :meth:`save` writes to a ``.json`` file)."""
+        return json.dumps(self._ids, ensure_ascii=False, indent=0)
+
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the vocabulary atomically: ``.json`` as ``{word: id}``, else one word per line (line i = id i)."""
+        """Writes the vocabulary atomically: ``.json`` as ``{word: id}``, else one word per line (line i = id i).
+
+        Raises:
+            ValueError: A table of rows to a file that is not ``.json`` (its ids are not line numbers).
+        """
         if Path(path).suffix.lower() == ".json":
-            atomic_write_text(path, json.dumps(self._ids, ensure_ascii=False, indent=0) + "\n")
+            atomic_write_text(path, self.to_json() + "\n")
+        elif self.is_rows_table:
+            raise ValueError(f"{os.fspath(path)}: a table of rows is saved as .json (its ids are not line numbers)")
         else:
             atomic_write_text(path, "\n".join(self._words) + "\n")
 
@@ -151,6 +244,9 @@ class Vocabulary:
     def from_json(cls, text: str) -> Vocabulary:
         """A vocabulary from the JSON text :meth:`save` writes (``{word: id}``) or a JSON list of words.
 
+        A ``{word: id}`` table with ``<pad>`` and without ``<unk>`` is a table of rows (:meth:`from_rows`); any other
+        table must have the ids ``0..N-1`` with ``<pad>`` = 0 and ``<unk>`` = 1.
+
         Raises:
             ValueError: Not such a table.
         """
@@ -160,6 +256,8 @@ class Vocabulary:
             raise ValueError(f"invalid JSON ({err})") from None
         if isinstance(table, list):
             return cls._from_lines([str(word) for word in table])
+        if isinstance(table, dict) and PAD_TOKEN in table and UNK_TOKEN not in table:
+            return cls.from_rows(table)
         if not isinstance(table, dict) or sorted(table.values()) != list(range(len(table))):
             raise ValueError("expected {word: id} with ids 0..N-1")
         words = sorted(table, key=table.__getitem__)
@@ -228,22 +326,23 @@ class Tokenizer:
         return split_words(text, self.stop_words)
 
     def encode(self, text: str) -> np.ndarray:
-        """``[max_words]`` int64 ids of ``text``, padded with 0."""
-        ids = [self.vocab.id(word) for word in self.words(text)]
-        if self.drop_unknown:
-            ids = [index for index in ids if index != UNK_ID]
-        out = np.zeros(self.max_words, dtype=np.int64)
+        """``[max_words]`` int64 ids of ``text``, padded with the vocabulary's padding id (0)."""
+        unknown = self.vocab.unk_id
+        # A table of rows has no unknown id (None): its unknown words are always left out.
+        ids = [index for index in map(self.vocab.id, self.words(text))
+               if index is not None and not (self.drop_unknown and index == unknown)]
+        out = np.full(self.max_words, self.vocab.pad_id, dtype=np.int64)
         ids = ids[:self.max_words]
         out[:len(ids)] = ids
         return out
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """``[N, max_words]`` int64 ids, one row per text (``[0, max_words]`` for no texts)."""
-        out = np.zeros((len(texts), self.max_words), dtype=np.int64)
+        out = np.full((len(texts), self.max_words), self.vocab.pad_id, dtype=np.int64)
         for row, text in enumerate(texts):
             out[row] = self.encode(text)
         return out
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> list[str]:
         """The words of an encoded sentence, padding left out (unknown words read as ``<unk>``)."""
-        return [self.vocab.word(int(index)) for index in ids if int(index) != PAD_ID]
+        return [self.vocab.word(int(index)) for index in ids if int(index) != self.vocab.pad_id]

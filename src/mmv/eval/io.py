@@ -104,18 +104,21 @@ def write_report(out_dir: str | Path, name: str, result: Mapping[str, Any], tabl
 
 
 def resolve_model(spec: str, device: str = "cpu") -> torch.nn.Module:
-    """A saved model (directory or ``.safetensors``) or, failing that, a registered architecture name.
+    """A saved model (directory or ``.safetensors``), a released model by name (``mmv_s3d``: downloaded once and
+    cached, see :mod:`mmv.pretrained`) or, failing both, a registered architecture name.
 
     A registered name gives randomly initialised weights, which is useful only for smoke tests.
     """
     import mmv
+    from mmv.pretrained import is_released, list_released
 
-    if Path(spec).exists():
+    if Path(spec).exists() or is_released(spec):
         return mmv.load(spec, map_location=device).eval()
     if spec in mmv.list_models():
         logger.warning("%s is an architecture name: evaluating RANDOM weights (give a saved model path)", spec)
         return mmv.create_model(spec).to(device).eval()
-    raise FileNotFoundError(f"{spec}: neither a saved model nor a registered architecture (see 'mmv info --list')")
+    raise FileNotFoundError(f"{spec}: neither a saved model, a released model ({', '.join(list_released())}) nor a "
+                            "registered architecture (see 'mmv info --list')")
 
 
 def load_tokenizer(vocab: str | Path | None, max_words: int = 16) -> Any:

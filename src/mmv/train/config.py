@@ -79,6 +79,9 @@ class DatasetSpec:
         size: ``synthetic`` only: number of distinct clips.
         nonfinite_every: ``synthetic`` only, fault injection: every n-th clip (by index) carries an infinite
             pixel, which makes the loss of any batch holding it non-finite (exercises the non-finite guard).
+        caption_lang: ``folder`` only: the preferred language of caption files saved by yt-dlp / youtube-dl
+            beside the videos (``talk.en.vtt``, ``talk.en-orig.vtt``); captions only in other languages are not
+            used (see :func:`mmv.data.files.pair_captions`).
     """
 
     kind: str = "synthetic"
@@ -86,6 +89,7 @@ class DatasetSpec:
     weight: float = 1.0
     size: int = 1024
     nonfinite_every: int = 0
+    caption_lang: str = "en"
 
 
 @dataclass
@@ -167,7 +171,8 @@ class LossSection:
         lambda_at: Weight of an optional audio-text MIL-NCE (not in MMV: 0). While 0 the audio-text heads feed no
             loss, so they are frozen.
         temperature: tau (0.07).
-        direction: Negatives in the denominators: ``joint``, ``symmetric`` or ``v2x`` (see :mod:`mmv.losses`).
+        direction: Negatives in the denominators: ``joint`` (the formula as written), ``released`` (the public
+            implementations: positives counted twice), ``symmetric`` or ``v2x`` (see :mod:`mmv.losses`).
     """
 
     lambda_va: float = 1.0
@@ -239,7 +244,7 @@ class TrainConfig:
         _check_choice("run.amp", self.run.amp, ("auto", "bf16", "fp32"))
         _check_choice("run.device", self.run.device, ("auto", "cpu", "cuda"))
         _check_choice("optim.schedule", self.optim.schedule, ("cosine", "constant"))
-        _check_choice("loss.direction", self.loss.direction, ("joint", "symmetric", "v2x"))
+        _check_choice("loss.direction", self.loss.direction, ("joint", "released", "symmetric", "v2x"))
         for key, value in (("run.steps", self.run.steps), ("run.batch_size", self.run.batch_size),
                            ("run.checkpoint_every", self.run.checkpoint_every), ("run.keep_last", self.run.keep_last),
                            ("run.log_every", self.run.log_every), ("run.max_nonfinite", self.run.max_nonfinite),
