@@ -460,3 +460,40 @@ def test_a_sound_finds_videos_of_its_digit(demo_library):
         precision.append(np.mean([records[Path(m.path).name]["label"] == records[name]["label"] for m in others]))
     searcher.close()
     assert np.mean(precision) >= 0.2, precision  # chance: about 10 %
+
+
+def test_approximate_index_recall_and_its_cache(tmp_path, monkeypatch):
+    """Above the exact limit the library builds a FAISS IVF index once per generation and reuses it."""
+    from mmv.search import vector_index
+    from mmv.search.vector_index import VectorIndex, exact_top_k
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))
+    vectors = centres[rng.integers(40, size=4000)] + 0.8 * rng.normal(size=(4000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    library = Library.create(tmp_path / "lib", {"model": {"checksum": "x", "source": "x", "graph": "fac"},
+                                                "preprocess": {}, "segment_seconds": 1.0, "stride": 1.0,
+                                                "spaces": {"video": ["vt"], "audio": []}})
+    for first in range(0, 4000, 400):
+        library.add_file((f"/v{first}.mp4", 1, 1), 400.0, True, False,
+                         [(s, s + 1.0, False) for s in range(400)], {("video", "vt"): vectors[first:first + 400]})
+    monkeypatch.setattr(vector_index, "EXACT_LIMIT", 1000)
+    index = VectorIndex.for_library(library, "video", "vt")
+    assert index.kind == "ivf" and (tmp_path / "lib" / "index-video-vt.faiss").exists()
+    queries = vectors[rng.choice(4000, 50, replace=False)]
+    recall = []
+    for q in queries:
+        ids, scores = index.search(q, 10)
+        exact_rows, _ = exact_top_k(vectors, q, 10)
+        recall.append(len(set(ids.tolist()) & set(index.ids[exact_rows].tolist())) / 10)
+        assert np.all(np.diff(scores) <= 1e-6)  # best first
+    assert np.mean(recall) >= 0.9, np.mean(recall)
+    # The cached index is reused at the same generation and rebuilt after a change.
+    stamp = (tmp_path / "lib" / "index-video-vt.faiss").stat().st_mtime_ns
+    VectorIndex.for_library(library, "video", "vt")
+    assert (tmp_path / "lib" / "index-video-vt.faiss").stat().st_mtime_ns == stamp
+    library.remove_files(["/v0.mp4"])
+    time.sleep(0.01)
+    rebuilt = VectorIndex.for_library(library, "video", "vt")
+    assert rebuilt.size == 3600 and (tmp_path / "lib" / "index-video-vt.faiss").stat().st_mtime_ns != stamp
+    library.close()

@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="the parts written so far are kept; run the same command again to continue")
     return p
 
 
@@ -87,4 +87,10 @@ def run(args: argparse.Namespace) -> int:
                          progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "skipped"} | {"skipped": report["skipped"]["by_reason"]},
                      indent=2))
+    if report["files"] and not report["embedded"] and not report["already_embedded"]:
+        import sys
+
+        print(f"mmv embed: error: none of the {report['files']} files could be embedded (see {args.out}/report.json)",
+              file=sys.stderr)
+        return 1  # a script must be able to tell that nothing was produced
     return 0

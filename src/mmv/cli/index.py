@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="merge libraries indexed in parts (same model and settings) into --out")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="every file indexed so far is kept; run the same command again to continue")
     return p
 
 
@@ -69,4 +69,9 @@ def run(args: argparse.Namespace) -> int:
           f"-> {args.out}")
     for reason, count in skipped["by_reason"].items():
         print(f"  skipped ({reason}): {count}, e.g. {skipped['files'][reason][0]}")
+    if report["files_found"] and not report["indexed"] and not report["unchanged"]:
+        import sys
+
+        print(f"mmv index: error: none of the {report['files_found']} files could be indexed", file=sys.stderr)
+        return 1  # a script must be able to tell that nothing was produced
     return 0

@@ -73,8 +73,10 @@ class EmbedOptions:
 
 
 def collect_files(paths: Sequence[str | Path], modality: str) -> list[Path]:
-    """Files given directly, plus files under given folders whose extension fits the modality (sorted)."""
-    return scan_files(paths, _EXTENSIONS[modality])
+    """Files given directly, plus files under given folders whose extension fits the modality (sorted), as resolved
+    absolute paths: a file is the same file however it was spelled (``clips`` or ``../x/clips``), so a resumed run
+    never embeds it twice."""
+    return list(dict.fromkeys(path.resolve() for path in scan_files(paths, _EXTENSIONS[modality])))
 
 
 def done_files(out_dir: Path) -> set[str]:
