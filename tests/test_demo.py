@@ -153,6 +153,12 @@ def test_default_model_is_the_s3dg_at_a_quarter_width() -> None:
     assert min(widths) == 4
 
 
+def test_the_loss_direction_reaches_the_training_config() -> None:
+    for direction in ("joint", "released"):
+        cfg = DemoConfig(loss_direction=direction).train_config(data_dir="d", vocab="v", out_dir="o")
+        assert cfg.loss.direction == direction
+
+
 @pytest.mark.slow
 def test_the_demo_model_carries_its_training_clips(quick_demo: Path) -> None:
     """The model the demo writes records the clips it was trained on, and the evaluation used exactly those."""

@@ -70,6 +70,8 @@ class DemoConfig:
         lr: peak learning rate (Adam).
         warmup_steps: linear warm-up steps.
         temperature: NCE temperature.
+        loss_direction: the contrastive loss's denominator, ``joint`` (the formula as written) or ``released``
+            (the public implementations' form, positives counted twice); see :mod:`mmv.losses`.
         lambda_va, lambda_vt: weights of NCE(video, audio) and MIL-NCE(video, text) (the paper's 1:1 for
             HowTo100M + AudioSet); a two-modality variant sets the missing pair's weight to 0.
         train_passes: augmented passes over the training videos for the video linear probes.
@@ -101,6 +103,7 @@ class DemoConfig:
     lr: float = 0.002
     warmup_steps: int = 30
     temperature: float = 0.07
+    loss_direction: str = "joint"
     lambda_va: float = 1.0
     lambda_vt: float = 1.0
     train_passes: int = 1
@@ -163,7 +166,7 @@ class DemoConfig:
             optim=OptimSection(lr=self.lr, warmup_steps=self.warmup_steps, schedule="cosine"),
             loss=LossSection(lambda_va=self.lambda_va if "audio" in variant.modalities else 0.0,
                              lambda_vt=self.lambda_vt if "text" in variant.modalities else 0.0,
-                             temperature=self.temperature),
+                             temperature=self.temperature, direction=self.loss_direction),
             run=RunSection(out_dir=out_dir, steps=self.steps, batch_size=self.batch_size,
                            checkpoint_every=self.steps, keep_last=1, log_every=max(1, self.steps // 60),
                            device="cpu", seed=self.seed if seed is None else seed, tensorboard=False,
