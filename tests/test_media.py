@@ -339,3 +339,23 @@ def test_memory_does_not_grow_over_many_clips(media_files):
     growth = _rss_bytes() - before
     # Each clip allocates ~0.5 MiB (frames, audio, packets); a leak of any of them would add ~100 MiB.
     assert growth < 16 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 200 clips"
+
+
+def test_ctrl_c_inside_ffmpeg_is_not_a_bad_file(media_files, monkeypatch):
+    """PyAV stops FFmpeg with ExitError when Ctrl-C arrives during I/O: that must end the run, not skip the file."""
+    exit_error = av.error.ExitError(-1414092869, "Immediate exit requested")
+    path = media_files["lossless_mp4"].path
+
+    def interrupted(*args, **kwargs):
+        raise exit_error
+
+    monkeypatch.setattr(av, "open", interrupted)
+    for call in (lambda: probe(path), lambda: decode_clip(path, 0.0, 2, 10.0), lambda: decode_audio(path)):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    monkeypatch.undo()
+    container = av.open(str(path))
+    monkeypatch.setattr(type(container), "demux", lambda *args, **kwargs: (_ for _ in ()).throw(exit_error))
+    container.close()
+    with pytest.raises(KeyboardInterrupt):
+        decode_clip(path, 0.5, 2, 10.0)

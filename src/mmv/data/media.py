@@ -175,6 +175,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             num_audio_channels=audio.codec_context.channels if audio is not None else None,
         )
+    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C (PyAV's interrupt callback): not a bad file
+        raise KeyboardInterrupt from None
     except av.error.FFmpegError as err:  # from the packet scan of files whose headers give no duration
         raise MediaError(path, "decode_error", f"reading failed: {err}") from err
     finally:
@@ -239,6 +241,8 @@ def decode_clip(
             num_samples = round(num_frames / fps * audio_rate)
             audio = _read_audio(container, audio_stream, origin + start, num_samples, audio_rate)
         return Clip(frames, audio, start, start + num_frames / fps, audio_stream is not None)
+    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C (PyAV's interrupt callback): not a bad file
+        raise KeyboardInterrupt from None
     except av.error.FFmpegError as err:
         raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
     finally:
@@ -288,6 +292,8 @@ def decode_audio(
         _configure_decoder(stream, threads)
         num_samples = round((end - start) * sample_rate)
         return _read_audio(container, stream, _origin(container) + start, num_samples, sample_rate)
+    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C (PyAV's interrupt callback): not a bad file
+        raise KeyboardInterrupt from None
     except av.error.FFmpegError as err:
         raise MediaError(path, "decode_error", f"decoding the audio failed: {err}") from err
     finally:
@@ -396,6 +402,8 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
         raise MediaError(path, "empty", "the file is empty (0 bytes)")
     try:
         return av.open(os.fspath(path), mode="r", metadata_errors="ignore")
+    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C: not a bad file
+        raise KeyboardInterrupt from None
     except (av.error.FFmpegError, OSError) as err:
         if _has_container_signature(path):
             raise MediaError(path, "truncated", f"a media container that cannot be opened: {err}") from err
