@@ -491,10 +491,11 @@ def test_raw_pixels_do_not_give_the_class_away() -> None:
 
 def test_cli_generates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "corpus"
-    assert main(["demo-data", str(out), "--num-train", "2", "--num-test", "1", "--workers", "1", "--seed", "5"]) == 0
+    assert main(["demo-data", "--out", str(out), "--num-train", "2", "--num-test", "1", "--workers", "1",
+                 "--seed", "5", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["counts"]["train"]["videos"] == 2 and summary["counts"]["test"]["videos"] == 1
-    assert main(["demo-data", str(out), "--num-train", "2", "--num-test", "1", "--seed", "6"]) == 1
+    assert main(["demo-data", "--out", str(out), "--num-train", "2", "--num-test", "1", "--seed", "6"]) == 1
     assert "other parameters" in capsys.readouterr().err
 
 

@@ -144,7 +144,8 @@ def test_cli_embed_eval_and_deflate(media, saved_model, tmp_path, single_thread)
         for i in range(3):
             write_image(images / f"c{label}" / f"{i}.png", label, seed=i)
     assert main(["deflate", "--model", str(saved_model), "--images", str(images), "--out", str(tmp_path / "defl"),
-                 "--frames", "4", "--image-size", "32", "--crop", "32", "--epochs", "1", "--no-progress"]) == 0
+                 "--static-frames", "4", "--image-size", "32", "--image-crop", "32", "--epochs", "1",
+                 "--no-progress"]) == 0
     import mmv
 
     deflated = mmv.load(tmp_path / "defl")

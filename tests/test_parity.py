@@ -28,7 +28,7 @@ def test_released_checkpoint_parity(name: str, tmp_path) -> None:
     params, state = make_official_params(tree_path(name))
     pkl = write_released_checkpoint(params, state, tmp_path / f"mmv_{name}.pkl")
     out_dir = tmp_path / "converted"
-    assert cli_main(["convert", str(pkl), str(out_dir)]) == 0
+    assert cli_main(["convert", str(pkl), "--out", str(out_dir)]) == 0
     del params, state
 
     model = mmv.load(out_dir)

@@ -249,7 +249,7 @@ def test_search_command_json_and_errors(model_dir, tmp_path, capsys, single_thre
     assert main(["search", str(tmp_path / "lib"), "--image", str(image), "--top-k", "3", "--json"]) == 0
     by_image = json.loads(capsys.readouterr().out)
     assert len(by_image) == 3 and by_image[0]["score"] >= by_image[-1]["score"]
-    assert main(["search", str(tmp_path / "lib"), "red", "--audio", str(image)]) == 1  # a sentence or a file
+    assert main(["search", str(tmp_path / "lib"), "red", "--audio", str(image)]) == 2  # a sentence or a file
     capsys.readouterr()
     assert main(["search", str(tmp_path / "lib"), "--image", str(tmp_path / "missing.png")]) == 1
     assert "missing.png: no such file" in capsys.readouterr().err

@@ -127,9 +127,9 @@ def test_cli_takes_options_before_and_after_overrides(capsys):
     assert main(["train", "run.steps=3", "--config", preset, "--print-config", "run.seed=5", "--resume", "auto"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert (printed["run"]["steps"], printed["run"]["seed"], printed["run"]["resume"]) == (3, 5, "auto")
-    assert main(["train", "--config", preset, "run.steps=3", "--bogus"]) == 1
+    assert main(["train", "--config", preset, "run.steps=3", "--bogus"]) == 2  # a usage error
     assert "unrecognized argument '--bogus'" in capsys.readouterr().err
-    assert main(["train", "--config", preset, "run.stepz=3"]) == 1
+    assert main(["train", "--config", preset, "run.stepz=3"]) == 2
     assert "unknown key run.stepz" in capsys.readouterr().err
 
 

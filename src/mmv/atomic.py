@@ -15,6 +15,7 @@ embeddings and results as they read any other file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -31,7 +32,9 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "make_folder",
     "to_json",
+    "writable_folder_problem",
 ]
 
 _UMASK_LOCK = threading.Lock()
@@ -46,6 +49,36 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def writable_folder_problem(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> OSError | None:
+    """Why files cannot be created in ``folder``, or None when they can: an error about ``target`` (default: the
+    folder) that names the path in the way.
+
+    A folder that does not exist yet is fine when its nearest existing parent is a writable folder (it will be
+    created); a file in its place or on its way, or a folder without write permission, is a problem. Permissions are
+    checked with :func:`os.access`, so they do not stop root (who can write anyway).
+    """
+    folder = Path(folder)
+    target = Path(target if target is not None else folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    named = "" if existing == target else f"{existing} "
+    if not existing.is_dir():
+        return NotADirectoryError(errno.ENOTDIR, f"{named}is a file, not a folder", str(target))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return PermissionError(errno.EACCES, f"no permission to write in {named or 'it'}".rstrip(), str(target))
+    return None
+
+
+def make_folder(folder: str | os.PathLike) -> None:
+    """``mkdir -p``, with an error that names the file in the way or the folder without permission."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        problem = writable_folder_problem(folder)
+        if problem is None:
+            raise
+        raise problem from err
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", *, fsync: bool = False) -> Iterator[str]:
     """Yields a temporary path beside ``path``; on success it is renamed to ``path``, on any error removed.
@@ -57,8 +90,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", *, fsync: bool = 
             file whose content is still only in the page cache when the machine loses power).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except PermissionError:
+        # mkstemp's own error names its random temporary name, which means nothing to the user.
+        raise PermissionError(errno.EACCES, f"no permission to write in the folder {path.parent}", str(path)) from None
     os.close(fd)
     try:
         yield tmp

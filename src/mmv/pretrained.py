@@ -193,7 +193,7 @@ def _check_cached(entry: Path, record: dict[str, Any]) -> None:
 
 def _by_hand(name: str, url: str) -> str:
     return (f"To place the file by hand: download {url} another way, then run `mmv download {name} --from "
-            f"{name}.pkl` (or `mmv convert {name}.pkl DIR` and load DIR)")
+            f"{name}.pkl` (or `mmv convert {name}.pkl --out DIR` and load DIR)")
 
 
 def _build_entry(release: Release, home: Path, record: dict[str, Any] | None, source: Any, progress: bool) -> None:

@@ -7,6 +7,7 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
+        usage="mmv convert [-h] PKL --out OUT [--arch ARCH]",  # --out is required: argparse only lets old calls in
         help="convert a released MMV checkpoint (.pkl) to an mmv model",
         description=(
             "Convert one of the released MMV checkpoints (mmv_s3d.pkl, mmv_tsm_resnet_x1.pkl, mmv_tsm_resnet_x2.pkl) "
@@ -14,10 +15,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "The pickle is read by a restricted unpickler (no JAX, Haiku or dill needed; a file that would run code "
             "is refused). Load the result with mmv.load(OUT) in Python."
         ),
-        epilog="Example: mmv convert mmv_s3d.pkl models/mmv_s3d   (then: mmv info models/mmv_s3d)",
+        epilog="Example: mmv convert mmv_s3d.pkl --out models/mmv_s3d   (then: mmv info models/mmv_s3d)",
     )
-    p.add_argument("checkpoint", help="the released .pkl file")
-    p.add_argument("out", help="output directory, or a file name ending in .safetensors")
+    p.add_argument("checkpoint", metavar="PKL", help="the released .pkl file")
+    # NOTE: the output was a second positional before --out; it still works, with a warning.
+    p.add_argument("old_out", nargs="?", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", metavar="OUT", default=None,
+                   help="output model folder, or a file name ending in .safetensors (required)")
     p.add_argument("--arch", default=None,
                    help="registered architecture (default: from the file name, as the official code does; "
                         "one of mmv_fac_s3dg, mmv_fac_tsm_resnet50, mmv_fac_tsm_resnet50x2)")
@@ -25,10 +29,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_checkpoint
-    from ..checkpoint import load
+    from .common import UsageError, check_input_file, check_output_dir, check_output_file, warn
 
-    out = convert_checkpoint(args.checkpoint, args.out, arch=args.arch)
+    if args.old_out is not None:
+        if args.out is not None:
+            raise UsageError(f"the output given twice: {args.old_out} and --out {args.out}")
+        warn("convert", f"the positional output is deprecated; use --out {args.old_out}")
+        args.out = args.old_out
+    if args.out is None:
+        raise UsageError("give the output: --out DIR (or --out FILE.safetensors)")
+    # Everything the command line says is checked before the pickle (up to 1.5 GB) is read.
+    from ..convert.released import arch_from_filename
+    from ..models import list_models
+
+    if args.arch is not None and args.arch not in list_models():
+        raise UsageError(f"--arch {args.arch}: unknown architecture; released ones: mmv_fac_s3dg, "
+                         "mmv_fac_tsm_resnet50, mmv_fac_tsm_resnet50x2 (all: mmv info --list)")
+    check_input_file(args.checkpoint, "PKL")
+    try:
+        arch = args.arch or arch_from_filename(args.checkpoint)
+    except ValueError as err:  # the name does not say: --arch must
+        raise UsageError(str(err)) from None
+    if str(args.out).endswith(".safetensors"):
+        check_output_file(args.out)
+    else:
+        check_output_dir(args.out)
+    from ..checkpoint import load
+    from ..convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out, arch=arch)
     model = load(out)
     counts = model.parameter_counts()
     print(f"wrote {out} ({model.cfg.video_backbone}, graph {model.cfg.graph}, {counts['total']:,} parameters)")

@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="torch CPU threads (default: one per core, less one per training data "
                         "worker, i.e. 1 on a 2-core machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, on_interrupt="what was finished (the corpus, the training run's checkpoints) is "
+                        "kept; run the same command again to continue")
     return parser
 
 
@@ -68,6 +69,12 @@ def default_threads(cores: int, torch_threads: int, data_workers: int) -> int:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from mmv.cli.common import UsageError, check_output_dir
+
+    for flag, value in (("--threads", args.threads), ("--steps", args.steps), ("--seeds", args.seeds)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    check_output_dir(args.out)
     import torch
 
     from mmv.demo.config import DemoConfig
@@ -75,15 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(default_threads(cores, torch.get_num_threads(), cfg.data_workers))
     if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {args.steps}")
         cfg = cfg.replace(steps=args.steps, warmup_steps=min(cfg.warmup_steps, max(1, args.steps // 10)))
     if args.model is not None:
         cfg = cfg.replace(model=args.model)

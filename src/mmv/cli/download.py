@@ -29,11 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="download and convert again even if cached (the file must match the first download)")
     p.add_argument("--from", dest="source", metavar="FILE", default=None,
                    help="convert this .pkl instead of downloading it (a file placed by hand)")
-    p.set_defaults(func=run)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run, on_interrupt="the part downloaded so far is kept; run the same command again to resume")
 
 
 def run(args: argparse.Namespace) -> int:
     from mmv.pretrained import fetch
 
-    print(fetch(args.name, force=args.force, source=args.source))
+    print(fetch(args.name, force=args.force, source=args.source, progress=not args.no_progress))
     return 0

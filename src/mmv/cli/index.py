@@ -43,19 +43,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from mmv.cli.common import UsageError, check_output_dir
     from mmv.search.indexer import IndexOptions, index_sources, merge_libraries, parse_shard
 
     if args.merge:
         if args.sources or args.model:
-            raise ValueError("--merge takes libraries only (no SRC, no --model)")
+            raise UsageError("--merge takes libraries only (no SRC, no --model)")
+        check_output_dir(args.out)
         print(json.dumps(merge_libraries(args.merge, args.out), indent=2))
         return 0
     if not args.sources or not args.model:
-        raise ValueError("give the files or folders to index (SRC) and --model")
-    if args.workers < 0 or args.batch_size < 1:
-        raise ValueError("--workers must be >= 0 and --batch-size >= 1")
+        raise UsageError("give the files or folders to index (SRC) and --model")
+    if args.workers < 0 or args.batch_size < 1 or (args.stride is not None and not args.stride > 0):
+        raise UsageError("--workers must be >= 0, --batch-size >= 1 and --stride > 0")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    check_output_dir(args.out)
     options = IndexOptions(stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
-                           shard=parse_shard(args.shard), progress=not args.no_progress)
+                           shard=shard, progress=not args.no_progress)
     from pathlib import Path
 
     import mmv

@@ -16,9 +16,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Print the parameter counts per part (backbones, heads) of a registered architecture or of a "
                     "saved model, beside the paper's numbers where it gives them, and the preprocessing the model "
                     "expects (frames, rate, crop, audio features, vocabulary).",
-        epilog="Examples: mmv info --arch mmv_fac_s3dg ; mmv info models/mmv_s3d ; mmv info --list",
+        epilog="Examples: mmv info --arch mmv_fac_s3dg ; mmv info --model models/mmv_s3d ; mmv info --list",
     )
-    p.add_argument("model", nargs="?", help="a saved model (directory or .safetensors)")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="the same as --model MODEL")
+    p.add_argument("--model", dest="model_flag", metavar="MODEL", default=None,
+                   help="a saved model (folder or .safetensors) or a released model's name")
     p.add_argument("--arch", help="a registered architecture name instead of a saved model")
     p.add_argument("--list", action="store_true", help="list the registered architectures")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -32,8 +34,15 @@ def run(args: argparse.Namespace) -> int:
         for name in mmv.list_models():
             print(name)
         return 0
+    from mmv.cli.common import UsageError
+
+    if args.model and args.model_flag:
+        raise UsageError(f"the model given twice: {args.model} and --model {args.model_flag}")
+    args.model = args.model or args.model_flag
     if bool(args.model) == bool(args.arch):
-        raise ValueError("give either a saved model path or --arch NAME (see --list)")
+        raise UsageError("give either a saved model (--model MODEL) or --arch NAME (see --list)")
+    if args.arch and args.arch not in mmv.list_models():
+        raise UsageError(f"--arch {args.arch}: unknown architecture (see mmv info --list)")
     model = mmv.load(args.model) if args.model else mmv.create_model(args.arch)
     counts = model.parameter_counts()
     cfg = model.cfg

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "embed",
     "train",
     "eval",
+    "finetune",
     "deflate",
     "prepare",
     "vocab",
@@ -122,4 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(entry())
+    # NOTE: 'python -m mmv.cli.main' runs this file as __main__, a second copy beside the mmv.cli.main that the
+    # sub-commands import: run that one, so that the UsageError they raise is the class main() tells apart.
+    from mmv.cli.main import entry as _entry
+
+    sys.exit(_entry())

@@ -14,7 +14,8 @@ for data that outgrows one disk; train on them with mmv.data.shards.ShardDataset
 
 Every file of a source folder is accounted for: packed; left out with a reason (empty, truncated, not media,
 audio-only); a caption file that cannot be read (its video is packed without narrations); or ignored as not a
-video (counted by extension). The summary gives one line per reason; shards.json names every file.
+video (counted by extension). The summary gives one line per reason; shards.json names every file. A run that packs
+no video from a source that had some exits with status 1 after its summary.
 
 Output: DIR/shard-000000.tar, ... and DIR/shards.json (shard list, sample counts, the full accounting)."""
 
@@ -36,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "matched to videos by file stem; takes precedence over caption files")
     parser.add_argument("--no-check", action="store_true",
                         help="do not probe videos before packing (faster; bad files then surface at training)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
 
@@ -49,11 +51,18 @@ def run(args: argparse.Namespace) -> int:
     from mmv.data.shards import INDEX_NAME, write_shards
     from mmv.data.skips import SkipReport
 
+    from mmv.cli.common import UsageError, check_input_file, check_output_dir
+
     began = time.perf_counter()
     report = SkipReport()
     is_folder = os.path.isdir(args.src)
     if args.labels_from_subfolders and not is_folder:
-        raise ValueError("--labels-from-subfolders applies to a folder, not a manifest")
+        raise UsageError("--labels-from-subfolders applies to a folder, not a manifest")
+    if args.shard_size < 1:
+        raise UsageError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.captions:
+        check_input_file(args.captions, "--captions")
+    check_output_dir(args.out)
     options = {"labels_from_subfolders": args.labels_from_subfolders, "caption_lang": args.caption_lang,
                "report": report} if is_folder else {}
     items = read_items(args.src, **options)
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         matched = sum(os.path.splitext(os.path.basename(i.path))[0] in captions for i in items)
         print(f"captions for {matched} of {len(items)} videos in {args.captions}")
     index = write_shards(items, args.out, shard_size=args.shard_size, root=root, check_videos=not args.no_check,
-                         captions=captions, report=report)
+                         captions=captions, report=report, progress=not args.no_progress)
     seconds = time.perf_counter() - began
     print(f"{index['num_samples']} videos in {len(index['shards'])} shard(s) under {args.out} ({seconds:.1f} s)")
     for line in report.lines(max_files=5):
@@ -81,4 +90,11 @@ def run(args: argparse.Namespace) -> int:
                       "kept_with_problems": accounting["kept_with_problems"]["by_reason"],
                       "ignored": accounting["ignored"]["by_extension"],
                       "without_captions": len(index["without_captions"]), "seconds": round(seconds, 2)}))
+    ignored = accounting["ignored"]["total"]
+    if not index["num_samples"] and (items or ignored):
+        import sys
+
+        found = f"none of the {len(items)} videos could be packed" if items else f"no video among the {ignored} files"
+        print(f"mmv prepare: error: {found} (see the summary above)", file=sys.stderr)
+        return 1  # a script must be able to tell that nothing was produced
     return 0

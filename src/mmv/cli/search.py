@@ -42,14 +42,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def query_from_args(args: argparse.Namespace):
+    from mmv.cli.common import UsageError
     from mmv.search.query import Query
 
     files = [(kind, getattr(args, kind)) for kind in ("audio", "image", "video") if getattr(args, kind)]
     if bool(args.text) == bool(files):
-        raise ValueError("give either a sentence or one of --audio/--image/--video")
+        raise UsageError("give either a sentence or one of --audio/--image/--video")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.text:
         if args.start is not None or args.end is not None:
-            raise ValueError("--start/--end apply to a query file, not to a sentence")
+            raise UsageError("--start/--end apply to a query file, not to a sentence")
         return Query("text", text=args.text)
     kind, path = files[0]
     from pathlib import Path

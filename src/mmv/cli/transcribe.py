@@ -1,4 +1,4 @@
-"""``mmv transcribe DIR``: timed WebVTT narrations for videos without text, by speech recognition."""
+"""``mmv transcribe PATH...``: timed WebVTT narrations for videos without text, by speech recognition."""
 from __future__ import annotations
 
 import argparse
@@ -9,69 +9,89 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from mmv.cli.common import DeprecatedFlag, UsageError
+
 if TYPE_CHECKING:
     from mmv.data.asr import ASRBackend
 
 logger = logging.getLogger("mmv.transcribe")
 
 DESCRIPTION = """\
-Write narrations for every video or audio file in DIR by automatic speech recognition, as MMV's HowTo100M text
-is YouTube's ASR: lines of a few seconds with their times. Each FILE.EXT gets FILE.vtt beside it (WebVTT), which
+Write narrations for every video or audio file given, or found in the given folders (searched recursively;
+--no-recursive: only the files directly in them), by automatic speech recognition, as MMV's HowTo100M text is
+YouTube's ASR: lines of a few seconds with their times. Each FILE.EXT gets FILE.vtt beside it (WebVTT), which
 'mmv prepare', the datasets and 'mmv vocab' read.
 
 Backends:
   pocketsphinx  (default) offline, English, no download; needs 'pip install mmv[asr]'. Fast to set up, far less
-                accurate than modern recognisers. --model/--lm/--dict select another language's model files.
-  whisper       a Whisper model through faster-whisper or openai-whisper, whichever is installed. --model is a
-                local model: a CTranslate2 folder or a cached name (faster-whisper), a .pt checkpoint or a cached
+                accurate than modern recognisers. --asr-model/--lm/--dict select another language's model files.
+  whisper       a Whisper model through faster-whisper or openai-whisper, whichever is installed. --asr-model is
+                a local model: a CTranslate2 folder or a cached name (faster-whisper), a .pt checkpoint or a cached
                 name (openai-whisper). Nothing is downloaded.
 
-Files that already have a .vtt are skipped unless --overwrite. A file that cannot be read (corrupt, no audio track)
-is counted by reason and reported at the end; it never stops the run. The last line printed is a JSON summary.
+Files that already have captions are skipped unless --overwrite: FILE.vtt, or a caption file with a language tag
+as yt-dlp saves them (FILE.en.vtt, FILE.en-orig.vtt, FILE.en.srt) in the --language (default: en). A file that
+cannot be read (corrupt, no audio track) is counted by reason and reported at the end; it never stops the run.
+The last line printed is a JSON summary; a run in which no file could be transcribed exits with status 1.
 
-Example:
-  mmv transcribe videos/ --backend whisper --model ~/models/faster-whisper-small --language en"""
+Examples:
+  mmv transcribe videos/ talk.mp4
+  mmv transcribe videos/ --backend whisper --asr-model ~/models/faster-whisper-small --language en"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "transcribe", help="write WebVTT narrations for videos by speech recognition", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dir", metavar="DIR", help="folder of video or audio files")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="video or audio files, or folders of them")
     parser.add_argument("--backend", choices=("pocketsphinx", "whisper"), default="pocketsphinx",
                         help="speech recogniser (default: pocketsphinx)")
-    parser.add_argument("--model", metavar="PATH",
+    parser.add_argument("--asr-model", metavar="PATH",
                         help="whisper: local model folder, checkpoint or cached name (required); pocketsphinx: "
                              "acoustic model folder (default: the wheel's US English model)")
+    # NOTE: --model is the MMV model in every other command; here it was the speech model.
+    parser.add_argument("--model", dest="asr_model", metavar="PATH", action=DeprecatedFlag, new="--asr-model")
     parser.add_argument("--lm", metavar="PATH", help="pocketsphinx: language model file")
     parser.add_argument("--dict", metavar="PATH", help="pocketsphinx: pronunciation dictionary")
-    parser.add_argument("--language", help="whisper: language code such as 'en' (default: detected)")
-    parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing .vtt files")
+    parser.add_argument("--language", help="whisper: language code such as 'en' (default: detected); also the "
+                        "language of existing captions that count (default: en)")
+    parser.add_argument("--no-recursive", action="store_true", help="do not look into sub-folders of the given folders")
+    # NOTE: sub-folders were searched only with --recursive before they were by default; it is still accepted.
+    parser.add_argument("--recursive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--overwrite", action="store_true", help="transcribe files that already have captions too")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes transcribing in parallel, each with its own recogniser (default: 1)")
-    parser.set_defaults(func=run)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run, on_interrupt="every .vtt written so far is kept; run the same command again to "
+                        "continue (files with captions are skipped)")
     return parser
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "whisper":
         if args.lm or args.dict:
-            raise ValueError("--lm and --dict are options of the pocketsphinx backend")
-        return {"model": args.model, "language": args.language}
+            raise UsageError("--lm and --dict are options of the pocketsphinx backend")
+        return {"model": args.asr_model, "language": args.language}
     if args.language:
-        raise ValueError("--language is an option of the whisper backend")
-    return {"hmm": args.model, "lm": args.lm, "dict": args.dict}
+        raise UsageError("--language is an option of the whisper backend")
+    return {"hmm": args.asr_model, "lm": args.lm, "dict": args.dict}
 
 
-def find_media(root: str, recursive: bool) -> list[Path]:
-    """Media files under ``root`` (sorted), by extension."""
+def find_media(paths: str | list[str], recursive: bool = True) -> list[Path]:
+    """Media files given, and those in the given folders (sorted per folder), by extension; like every command."""
     from mmv.data.files import MEDIA_EXTENSIONS, scan_files
 
-    folder = Path(root)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
-    return scan_files(folder, MEDIA_EXTENSIONS, recursive=recursive)
+    return scan_files(paths, MEDIA_EXTENSIONS, recursive=recursive)
+
+
+def existing_captions(files: list[Path], language: str) -> set[Path]:
+    """The files that already have captions beside them: FILE.vtt (what this command writes) or a caption file in
+    ``language`` as yt-dlp names them (FILE.en.vtt, FILE.en-orig.vtt, FILE.en.srt), as the datasets pair them."""
+    from mmv.data.files import CAPTION_EXTENSIONS, pair_captions, scan_files
+
+    beside = scan_files(sorted({path.parent for path in files}), CAPTION_EXTENSIONS, recursive=False)
+    paired, _ = pair_captions(files, beside, language=language)
+    return set(paired)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
     from mmv.data.asr import get_backend
 
     if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    began = time.perf_counter()
-    files = find_media(args.dir, args.recursive)
-    todo, counts = _plan(files, args.overwrite)
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     options = _backend_options(args)
+    began = time.perf_counter()
+    files = find_media(args.paths, recursive=not args.no_recursive)
+    todo, counts = _plan(files, args.overwrite, existing_captions(files, args.language or "en"))
     backend = get_backend(args.backend, **options)  # also checks engine and model before any worker starts
     if args.workers > 1 and len(todo) > 1:
         del backend
@@ -93,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         outcomes = (_transcribe_to_vtt(path, backend) for path in todo)
     failures: dict[str, list[str]] = collections.defaultdict(list)
     num_narrations, audio_seconds = 0, 0.0
-    for path, reason, lines, seconds in tqdm(outcomes, total=len(todo), desc="transcribe", unit="file"):
+    for path, reason, lines, seconds in tqdm(outcomes, total=len(todo), desc="transcribe", unit="file",
+                                             disable=args.no_progress):
         if reason is not None:
             failures[reason].append(path)
             continue
@@ -103,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     return _report(args, files, counts, failures, num_narrations, audio_seconds, time.perf_counter() - began)
 
 
-def _plan(files: list[Path], overwrite: bool) -> tuple[list[Path], collections.Counter[str]]:
-    """The files to transcribe, and counts of those skipped."""
+def _plan(files: list[Path], overwrite: bool,
+          captioned: set[Path]) -> tuple[list[Path], collections.Counter[str]]:
+    """The files to transcribe, and counts of those skipped (``captioned``: the files that have captions)."""
     counts: collections.Counter[str] = collections.Counter()
     todo, outputs = [], set()
     for path in files:
@@ -112,7 +134,7 @@ def _plan(files: list[Path], overwrite: bool) -> tuple[list[Path], collections.C
         if out in outputs:
             # NOTE: two files with the same stem (a.mp4, a.wav) map to one a.vtt; the first (sorted) wins.
             counts["skipped_same_stem"] += 1
-        elif out.exists() and not overwrite:
+        elif (out.exists() or path in captioned) and not overwrite:
             counts["skipped_existing"] += 1
         else:
             todo.append(path)
@@ -173,16 +195,23 @@ def _run_parallel(todo: list[Path], name: str, options: dict[str, Any],
 def _report(args: argparse.Namespace, files: list[Path], counts: collections.Counter[str],
             failures: dict[str, list[str]], num_narrations: int, audio_seconds: float, seconds: float) -> int:
     num_failed = sum(len(paths) for paths in failures.values())
-    print(f"{len(files)} media files in {args.dir}: {counts['transcribed']} transcribed ({num_narrations} lines from "
-          f"{audio_seconds:.0f} s of audio), {counts['skipped_existing']} already had a .vtt, {num_failed} failed; "
+    print(f"{len(files)} media files: {counts['transcribed']} transcribed ({num_narrations} lines from "
+          f"{audio_seconds:.0f} s of audio), {counts['skipped_existing']} already had captions, {num_failed} failed; "
           f"{seconds:.1f} s")
     for reason, paths in sorted(failures.items()):
         print(f"  {reason}: {len(paths)} (e.g. {paths[0]})")
     summary = {
-        "dir": args.dir, "backend": args.backend, "files": len(files), "transcribed": counts["transcribed"],
-        "narrations": num_narrations, "audio_seconds": round(audio_seconds, 2), "skipped_existing": counts["skipped_existing"],
+        "paths": args.paths, "backend": args.backend, "files": len(files), "transcribed": counts["transcribed"],
+        "narrations": num_narrations, "audio_seconds": round(audio_seconds, 2),
+        "skipped_existing": counts["skipped_existing"],
         "skipped_same_stem": counts["skipped_same_stem"], "failed": num_failed,
         "failures": {reason: paths for reason, paths in sorted(failures.items())}, "seconds": round(seconds, 2),
     }
     print(json.dumps(summary))
+    if num_failed and not counts["transcribed"] and not counts["skipped_existing"]:
+        import sys
+
+        print(f"mmv transcribe: error: none of the {num_failed} files could be transcribed (see the summary above)",
+              file=sys.stderr)
+        return 1  # a script must be able to tell that nothing was produced
     return 0

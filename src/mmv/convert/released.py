@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import save
-from ..models import create_model
+from ..models import create_model, list_models
 from ..models.mmv import MMV
 from .haiku import TEXT_SCOPE, ConversionError, haiku_to_state_dict
 from .pickle_io import load_released_checkpoint
@@ -63,6 +63,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, arch: str
         arch: registered model name; default: from the file name, as the official code does.
     """
     arch = arch or arch_from_filename(src)
+    if arch not in list_models():  # before reading a pickle of up to 1.5 GB
+        raise ValueError(f"unknown architecture {arch!r}; available: {', '.join(list_models())}")
     checkpoint = load_released_checkpoint(src)
     for key in ("params", "state"):
         if key not in checkpoint:

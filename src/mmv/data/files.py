@@ -16,10 +16,12 @@ __all__ = [
     "CAPTION_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "MEDIA_EXTENSIONS",
+    "SIDECAR_SUFFIXES",
     "TEXT_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "caption_language",
     "ignored_kind",
+    "is_sidecar",
     "kind_of",
     "pair_captions",
     "scan_files",
@@ -35,6 +37,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # yt-dlp and youtube-dl save them): WebVTT, SRT, HowTo100M's CSV and JSON, preferred in this order.
 CAPTION_EXTENSIONS = (".vtt", ".srt", ".csv", ".json")
 TEXT_EXTENSIONS = (".txt",)
+# Files yt-dlp and youtube-dl save beside a video that end in a caption extension but hold no captions: the video's
+# metadata and the live chat replay.
+SIDECAR_SUFFIXES = (".info.json", ".live_chat.json")
 
 _KINDS = (("video", VIDEO_EXTENSIONS), ("audio", AUDIO_EXTENSIONS), ("image", IMAGE_EXTENSIONS),
           ("caption", CAPTION_EXTENSIONS), ("text", TEXT_EXTENSIONS))
@@ -92,6 +97,12 @@ def scan_files(paths: str | os.PathLike | Iterable[str | os.PathLike], extension
         taken_set = set(found)
         left_out += [other for other in dict.fromkeys(others) if other not in taken_set]
     return found
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    """A yt-dlp or youtube-dl metadata file with a caption extension (``talk.info.json``, ``talk.live_chat.json``):
+    not captions, whatever its extension says."""
+    return Path(path).name.lower().endswith(SIDECAR_SUFFIXES)
 
 
 def ignored_kind(path: str | os.PathLike) -> str:

@@ -755,7 +755,7 @@ def read_corpus(root: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(root) / "corpus.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no demo corpus here (run 'mmv demo-data {root}')")
+        raise FileNotFoundError(f"{path}: no demo corpus here (run 'mmv demo-data --out {root}')")
     return {**json.loads(path.read_text(encoding="utf-8")), "root": str(root)}
 
 

@@ -58,13 +58,18 @@ class DeflationConfig:
 
 @dataclass
 class DeflationResult:
-    """The deflated model and how well it matches the video network (mean L1 over the training images)."""
+    """The deflated model and how well it matches the video network (mean L1 over the training images).
+
+    ``num_images`` counts the images trained on (those read; ``skipped`` has the others), ``config`` the options
+    used, with the model's settings in place of None."""
 
     model: torch.nn.Module
     l1_naive: float
     l1_trained: float
     history: list[float] = field(default_factory=list)
     skipped: SkipReport = field(default_factory=SkipReport)
+    num_images: int = 0
+    config: DeflationConfig | None = None
 
 
 def image_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -192,4 +197,4 @@ def train_deflated_bn(
     l1_trained = _l1(deflated, pixels.to(device), targets, cfg.batch_size)
     logger.info("deflation: mean L1 to the video network %.4f (naive) -> %.4f (trained BN) on %d images",
                 l1_naive, l1_trained, len(pixels))
-    return DeflationResult(deflated.eval(), l1_naive, l1_trained, history, skipped)
+    return DeflationResult(deflated.eval(), l1_naive, l1_trained, history, skipped, num_images=len(pixels), config=cfg)

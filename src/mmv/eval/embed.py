@@ -72,11 +72,12 @@ class EmbedOptions:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
 
 
-def collect_files(paths: Sequence[str | Path], modality: str) -> list[Path]:
-    """Files given directly, plus files under given folders whose extension fits the modality (sorted), as resolved
-    absolute paths: a file is the same file however it was spelled (``clips`` or ``../x/clips``), so a resumed run
-    never embeds it twice."""
-    return list(dict.fromkeys(path.resolve() for path in scan_files(paths, _EXTENSIONS[modality])))
+def collect_files(paths: Sequence[str | Path], modality: str, *, recursive: bool = True) -> list[Path]:
+    """Files given directly, plus files under given folders (and their sub-folders unless ``recursive`` is False)
+    whose extension fits the modality (sorted), as resolved absolute paths: a file is the same file however it was
+    spelled (``clips`` or ``../x/clips``), so a resumed run never embeds it twice."""
+    return list(dict.fromkeys(path.resolve() for path in scan_files(paths, _EXTENSIONS[modality],
+                                                                     recursive=recursive)))
 
 
 def done_files(out_dir: Path) -> set[str]:

@@ -273,6 +273,7 @@ class TrainConfig:
                 raise ConfigError(f"data.datasets.{i}.path is empty (a {spec.kind} dataset needs one)")
             if not spec.weight > 0:
                 raise ConfigError(f"data.datasets.{i}.weight must be > 0, got {spec.weight}")
+        _check_model_name(self.model.name)
         _check_model_overrides(self.model.overrides)
         return self
 
@@ -280,6 +281,13 @@ class TrainConfig:
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_model_name(name: str) -> None:
+    from mmv.models import list_models
+
+    if name not in list_models():
+        raise ConfigError(f"model.name: unknown model {name!r}; available: {', '.join(list_models())}")
 
 
 def _check_model_overrides(overrides: dict[str, Any]) -> None:
