@@ -278,7 +278,8 @@ def _embed_planned(model: torch.nn.Module, planned: list[_Planned], preprocess: 
     device = device_of(model)
     model.eval()
     loader = DataLoader(_SegmentChunks(planned, preprocess, seconds), batch_size=None, collate_fn=_as_is,
-                        num_workers=options.num_workers, prefetch_factor=2 if options.num_workers else None)
+                        num_workers=options.num_workers, prefetch_factor=2 if options.num_workers else None,
+                        worker_init_fn=_lower_priority)
     pending: dict[int, dict[tuple[str, str], list[np.ndarray]]] = {}
     sound: dict[int, list[np.ndarray]] = {}
     added, files = 0, 0
@@ -322,6 +323,15 @@ def _embed_planned(model: torch.nn.Module, planned: list[_Planned], preprocess: 
             library.add_file(plan.identity, plan.duration, plan.has_video, plan.has_sound, segments, vectors)
             added, files = added + len(segments), files + 1
     return files, added
+
+
+def _lower_priority(worker_id: int) -> None:
+    """Decoding workers yield the CPU to the model: on a machine with few cores they decode in the time the model
+    leaves free instead of slowing every forward pass (docs/search.md measures both)."""
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # not POSIX, or not allowed
+        pass
 
 
 def _as_is(chunk: dict[str, Any]) -> dict[str, Any]:
