@@ -13,6 +13,9 @@ Layouts:
 * HMDB51: ``testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt`` (1 train, 2 test, 0 unused) and
   ``<class>/<name>.avi`` (under the root, or under ``--video-root``).
 * Folder per class: ``<root>/{train,test}/<class>/*`` or ``<root>/<class>/*`` (split here, stratified, seeded).
+* Manifests: ``<root>/{train,test}/manifest.jsonl`` with a ``label`` per video (the demo corpus).
+* Kinetics-600 and AudioSet: their readers live with their protocols (:mod:`mmv.eval.kinetics`,
+  :mod:`mmv.eval.audioset`; clips found by :mod:`mmv.eval.youtube_clips`).
 * ESC-50: ``audio/*.wav`` and ``meta/esc50.csv`` (filename, fold, target, category, ...).
 * MSR-VTT 1k-A: ``MSRVTT_JSFUSION_test.csv`` (key, vid_key, video_id, sentence) and ``videos/all/<video_id>.mp4``.
 * YouCook2: ``youcookii_annotations_trainval.json`` and ``raw_videos/<subset>/<recipe_type>/<youtube_id>.*``.
@@ -100,13 +103,25 @@ class Coverage:
 
     def by_part(self) -> dict[str, dict[str, int]]:
         """``{part: {"found", "listed"}}`` in the order parts were met."""
-        parts = dict.fromkeys(part for _, part, _, _ in self.entries)
-        return {part: _count(self._files(lambda e, p=part: e[1] == p)) for part in parts}
+        return self._count_groups(lambda entry: (entry[1],))
 
     def by_class(self) -> dict[str, dict[str, int]]:
         """``{class: {"found", "listed"}}`` in the order classes were met."""
-        names = dict.fromkeys(name for _, _, classes, _ in self.entries for name in classes)
-        return {name: _count(self._files(lambda e, n=name: n in e[2])) for name in names}
+        return self._count_groups(lambda entry: entry[2])
+
+    def _count_groups(self, groups_of) -> dict[str, dict[str, int]]:
+        """Distinct files per group, in one pass over the entries: AudioSet lists about 2M files in 527 classes,
+        too many for a pass per class."""
+        files: dict[str, tuple[bool, tuple[str, ...]]] = {}  # path -> (found, its groups)
+        for entry in self.entries:
+            _, before = files.get(entry[0], (False, ()))
+            files[entry[0]] = (entry[3], before + tuple(g for g in groups_of(entry) if g not in before))
+        counts = {group: {"found": 0, "listed": 0} for entry in self.entries for group in groups_of(entry)}
+        for found, groups in files.values():
+            for group in groups:
+                counts[group]["listed"] += 1
+                counts[group]["found"] += int(found)
+        return counts
 
     def as_dict(self, missing_files: bool = True) -> dict[str, Any]:
         """For the JSON report: counts overall, per part and per class, and (``missing_files``) every missing path."""
@@ -133,10 +148,6 @@ class Coverage:
         return FileNotFoundError(
             f"{self.dataset}: none of the {self.listed} files listed in {self.listed_in} was found: searched "
             f"{self.searched} for {expected}, ... (point --data at the folder holding them)")
-
-
-def _count(files: dict[str, bool]) -> dict[str, int]:
-    return {"found": sum(files.values()), "listed": len(files)}
 
 
 def _relative(path: str, root: Path) -> str:
@@ -340,6 +351,24 @@ def folder_split(
         test += [LabeledFile(paths[i], label) for i in order[:num_test]]
         train += [LabeledFile(paths[i], label) for i in order[num_test:]]
     return ClassificationSplit(f"seed{seed}", classes, train, test)
+
+
+def manifest_split(root: str | Path, label_field: str = "label") -> ClassificationSplit:
+    """``<root>/{train,test}/manifest.jsonl`` (a manifest per side, as ``mmv demo-data`` writes): integer labels
+    from ``label_field``, classes named by their index. Rows without a label are an error."""
+    from mmv.data.datasets import read_manifest
+
+    root = Path(root)
+    sides = {}
+    for side in ("train", "test"):
+        items = read_manifest(root / side / "manifest.jsonl", label_field=label_field)
+        unlabelled = [item.path for item in items if item.label < 0]
+        if unlabelled:
+            raise ValueError(f"{root / side / 'manifest.jsonl'}: {len(unlabelled)} rows without a {label_field!r} "
+                             f"(e.g. {unlabelled[0]})")
+        sides[side] = [LabeledFile(Path(item.path), item.label) for item in items]
+    num_classes = 1 + max(f.label for files in sides.values() for f in files)
+    return ClassificationSplit("manifest", [str(i) for i in range(num_classes)], sides["train"], sides["test"])
 
 
 def detect_video_layout(root: str | Path) -> str:

@@ -160,7 +160,9 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, method: str = "ar
         targets: ``[N]`` 1 for positive, 0 for negative (filter out "difficult" samples beforehand).
         method: ``"area"``: area under the interpolated precision–recall curve, summed at every recall change
             (the VOC 2010+ devkit rule); ``"11point"``: the mean over recall 0, 0.1, ..., 1 of the highest precision
-            at that recall or above (the VOC 2007 devkit rule).
+            at that recall or above (the VOC 2007 devkit rule); ``"step"``: the precision at each distinct score
+            threshold times the recall gained there, without interpolation (sklearn's ``average_precision_score``,
+            which AudioSet's benchmarks use).
 
     Returns:
         AP in [0, 1]; NaN when there is no positive.
@@ -172,6 +174,12 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, method: str = "ar
         return float("nan")
     order = np.argsort(-scores, kind="stable")
     hits = targets[order]
+    if method == "step":
+        # Tied scores form one threshold: the precision there counts all of them (the last index of each tie run).
+        ends = np.append(np.flatnonzero(np.diff(scores[order])), len(order) - 1)
+        true_pos = np.cumsum(hits)[ends]
+        recall = true_pos / num_pos
+        return float(np.sum(np.diff(recall, prepend=0.0) * true_pos / (ends + 1)))
     true_pos = np.cumsum(hits)
     false_pos = np.cumsum(~hits)
     recall = true_pos / num_pos
@@ -180,13 +188,35 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, method: str = "ar
         points = [precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0.0, 1.0, 11)]
         return float(np.mean(points))
     if method != "area":
-        raise ValueError(f"method must be 'area' or '11point', got {method!r}")
+        raise ValueError(f"method must be 'area', '11point' or 'step', got {method!r}")
     # Interpolate: precision at recall r is the best precision at any recall >= r (devkit's VOCap).
     mrec = np.concatenate([[0.0], recall, [1.0]])
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     changes = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
     return float(np.sum((mrec[changes] - mrec[changes - 1]) * mpre[changes]))
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Multi-label mAP as AudioSet's benchmarks compute it: the mean over classes of the non-interpolated AP
+    (``average_precision(..., method="step")``, sklearn's), leaving out the classes without a positive example.
+
+    Args:
+        scores: ``[N, C]`` class scores.
+        targets: ``[N, C]`` 1 where the example has the class, 0 otherwise.
+
+    Returns:
+        ``(mAP in [0, 1], [C] AP per class, NaN for a class without positives)``.
+    """
+    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must be the same [N, C] shape")
+    per_class = np.array([average_precision(scores[:, c], targets[:, c], method="step")
+                          for c in range(scores.shape[1])])
+    present = ~np.isnan(per_class)
+    if not present.any():
+        raise ValueError("no class has a positive example")
+    return float(per_class[present].mean()), per_class
 
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
