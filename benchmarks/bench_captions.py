@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -35,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model  # benchmarks/machine.py (scripts run from their folder)
 
 WORDS = ("so now we are going to cut the onions and then add some salt to the pan make sure it is hot enough before "
          "you put the butter in caf\u00e9 cr\u00e8me just like that okay let me show you how to fold the dough").split()
@@ -131,14 +131,6 @@ def _run(mode: str, path: Path, lookups: int, seed: int) -> dict:
     output = subprocess.run([sys.executable, __file__, "--measure", mode, "--file", str(path), "--lookups",
                              str(lookups), "--seed", str(seed)], check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,29 +14,19 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py (scripts run from their folder)
 
 import mmv
 
 mmv.runtime.use_fast_cpu_settings()  # the mmv command's settings, as `mmv index` runs
 
 import torch  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def write_videos(folder: Path, count: int, seconds: float, size: tuple[int, int], fps: int = 25) -> list[Path]:
@@ -90,21 +80,32 @@ def bench_indexing(model_name: str, count: int, seconds: float, size: tuple[int,
         mel_frames = int(np.ceil(segment * pre.audio.sample_rate / pre.audio.mel.hop_length))
         mels = torch.randn(len(clips), mel_frames, pre.audio.mel.n_mels)
         spaces = model_spaces(model)
-        began = time.perf_counter()
-        with torch.inference_mode():
-            for first in range(0, len(clips), batch):
-                model(video=model_pixels(torch.from_numpy(clips[first:first + batch]), pre.video.pixel_range))
-                if spaces["audio"]:
-                    model(audio=mels[first:first + batch])
-        model_only = len(clips) / (time.perf_counter() - began)
-        print(f"{'model only (clips decoded beforehand)':<44}{model_only:>9.2f} segments/s")
+
+        def model_only() -> float:
+            began = time.perf_counter()
+            with torch.inference_mode():
+                for first in range(0, len(clips), batch):
+                    model(video=model_pixels(torch.from_numpy(clips[first:first + batch]), pre.video.pixel_range))
+                    if spaces["audio"]:
+                        model(audio=mels[first:first + batch])
+            return len(clips) / (time.perf_counter() - began)
+
+        # The baseline runs before and after each indexing run, so that a slow spell of a shared machine slows
+        # both sides; each ratio is against the faster of the two baselines around it. A first pass warms up
+        # (oneDNN builds its kernels on the first calls of each shape).
+        model_only()
+        baseline = model_only()
+        print(f"{'model only (clips decoded beforehand)':<44}{baseline:>9.2f} segments/s")
         for count_workers in workers:
             began = time.perf_counter()
             report = index_sources(model, [folder], Path(tmp) / f"lib{count_workers}", model_source=model_name,
                                    options=IndexOptions(batch_size=batch, num_workers=count_workers, progress=False))
             rate = report["segments_added"] / (time.perf_counter() - began)
+            after = model_only()
             print(f"{f'mmv index, {count_workers} decoding workers':<44}{rate:>9.2f} segments/s   "
-                  f"ratio to model only {rate / model_only:.2f}")
+                  f"ratio to model only {rate / max(baseline, after):.2f} (model only around it: {baseline:.2f}, "
+                  f"{after:.2f})")
+            baseline = after
 
 
 def clustered_unit_vectors(count: int, dim: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -160,7 +161,7 @@ def main() -> None:
     if args.quick:
         args.model, args.videos, args.seconds, args.size, args.workers = "mmv_tiny_s3dg", 2, 2.0, (64, 48), [0, 1]
         args.sizes, args.queries = [2_000], 5
-    print(f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"{cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     if not args.skip_indexing:
         bench_indexing(args.model, args.videos, args.seconds, tuple(args.size), args.workers, args.batch)
     if not args.skip_queries:

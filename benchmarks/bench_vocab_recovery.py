@@ -36,19 +36,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model  # benchmarks/machine.py (scripts run from their folder)
 
 DIM = 300
 GOOGLE_NEWS_WORDS = 3_000_000
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def generate(folder: Path, words: int, rows: int, fmt: str, gzipped: bool) -> tuple[Path, Path, Path]:

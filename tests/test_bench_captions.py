@@ -8,7 +8,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_captions.py"
 
 
-def test_bench_captions_small(tmp_path, capsys):
+def test_bench_captions_small(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # as when run as a script: its folder's machine.py
     spec = importlib.util.spec_from_file_location("bench_captions", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from eval_fixtures import single_thread  # noqa: F401
 from mmv.eval.classifiers import fit_softmax_torch
 from mmv.eval.streaming import (
     ChunkedRows,
@@ -165,11 +166,3 @@ def test_extract_store_writes_chunks_and_resumes(tmp_path):
     assert calls == [0, 1, 2, 1] and again.skipped.total == 1
     rows = again.rows(lambda idx: np.asarray(idx) * 10)
     assert [r[1].tolist() for r in rows] == [[0, 10], [30], [40]]
-
-
-@pytest.fixture
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -359,3 +359,37 @@ def test_ctrl_c_inside_ffmpeg_is_not_a_bad_file(media_files, monkeypatch):
     container.close()
     with pytest.raises(KeyboardInterrupt):
         decode_clip(path, 0.5, 2, 10.0)
+
+
+@pytest.mark.parametrize("key", ["lossless_mp4", "x264_2997_mkv", "vfr_mp4"])
+def test_decode_clips_equals_one_decode_clip_per_start(media_files, key):
+    """Several clips in as few decoder passes as possible give exactly the frames of one decode_clip each: near
+    clips (one pass), overlapping ones, clips far apart (a seek) and starts in any order."""
+    spec = media_files[key]
+    last = spec.duration - 0.5
+    starts = [0.0, 0.4, 0.3, last, 0.8, last - 0.05, 1.0]
+    together = media.decode_clips(spec.path, starts, 4, 10.0, max_short_side=40)
+    assert len(together) == len(starts)
+    for start, frames in zip(starts, together):
+        alone = decode_clip(spec.path, start, 4, 10.0, with_audio=False, max_short_side=40).frames
+        np.testing.assert_array_equal(frames, alone, err_msg=f"{key} at {start}")
+    assert media.decode_clips(spec.path, [], 4, 10.0) == []
+
+
+def test_decode_clips_decodes_consecutive_segments_in_one_pass(media_files, monkeypatch):
+    """Consecutive segments of a file share one seek instead of one seek each."""
+    spec = media_files["lossless_mp4"]
+    seeks = []
+    original = media._select_frames
+
+    def counting(container, stream, targets, *args, **kwargs):
+        seeks.append(targets[0])
+        return original(container, stream, targets, *args, **kwargs)
+
+    monkeypatch.setattr(media, "_select_frames", counting)
+    media.decode_clips(spec.path, [0.0, 0.4, 0.8, 1.2], 4, 10.0)
+    assert len(seeks) == 1
+    seeks.clear()
+    media.decode_clips(spec.path, [0.0, 0.4], 4, 10.0)
+    media.decode_clips(spec.path, [0.0], 4, 10.0)
+    assert len(seeks) == 2

@@ -38,6 +38,7 @@ __all__ = [
     "MediaInfo",
     "decode_audio",
     "decode_clip",
+    "decode_clips",
     "decode_image",
     "evenly_spaced_starts",
     "probe",
@@ -54,6 +55,9 @@ _AUDIO_MARGIN = 0.05
 # Audio decoding starts this far (seconds) before the clip: transform codecs (AAC, Vorbis, Opus) need the previous
 # frame to reconstruct the next one (overlapped transforms), so the first frame after a seek is not usable.
 _AUDIO_PREROLL = 0.25
+# Clips of one file closer than this (seconds between one's end and the next one's start) are decoded in one pass:
+# continuing to decode is cheaper than a seek, which decodes again from the keyframe before the next clip.
+SEQUENTIAL_GAP = 4.0
 # A clip that needs frames past the last decodable one is refused as truncated when the header claims more than this
 # many seconds beyond that frame; within it, the last frame repeats (a clip running past the true end).
 _TRUNCATION_SLACK = 1.0
@@ -229,10 +233,7 @@ def decode_clip(
         origin = _origin(container)
         _configure_decoder(video, threads)
         targets = [origin + start + i / fps for i in range(num_frames)]
-        width, height = video.codec_context.width, video.codec_context.height
-        if short_side is None and max_short_side is not None and min(width, height) > max_short_side:
-            short_side = max_short_side
-        size = _output_size(width, height, short_side)
+        size = _decode_size(video, short_side, max_short_side)
         frames = _read_video(container, video, targets, size, duration + origin, path, threads)
         audio_stream = _audio_stream(container)
         audio = None
@@ -296,6 +297,71 @@ def decode_audio(
         raise KeyboardInterrupt from None
     except av.error.FFmpegError as err:
         raise MediaError(path, "decode_error", f"decoding the audio failed: {err}") from err
+    finally:
+        container.close()
+
+
+def decode_clips(
+    path: str | os.PathLike,
+    starts: list[float],
+    num_frames: int,
+    fps: float,
+    *,
+    short_side: int | None = None,
+    max_short_side: int | None = None,
+    threads: int = 1,
+) -> list[np.ndarray]:
+    """The frames of several clips of one file (as :func:`decode_clip`'s, without sound), decoded in as few passes
+    as possible.
+
+    Clips that follow each other closely (less than :data:`SEQUENTIAL_GAP` seconds apart) are read in one forward
+    pass of the decoder: decoding each clip from its own seek would decode the frames between the keyframe and the
+    clip again for every clip (with a keyframe every 10 s, a file cut into 2.56 s segments would be decoded about
+    twice over). Clips far apart are reached by seeking, which skips what lies between them.
+
+    Args:
+        path: A video file.
+        starts: Clip starts in seconds (any order; each must lie before the end of the file).
+        num_frames, fps, short_side, max_short_side, threads: As for :func:`decode_clip`.
+
+    Returns:
+        One uint8 ``[num_frames, H, W, 3]`` array per start, in the order of ``starts``.
+
+    Raises:
+        MediaError: As :func:`decode_clip`.
+    """
+    if not starts:
+        return []
+    for start in starts:
+        _check_clip_args(start, num_frames, fps, 1, short_side or max_short_side, threads)
+    order = sorted(range(len(starts)), key=lambda i: starts[i])
+    container = _open(path)
+    try:
+        video, duration = _stream_and_duration(container, path, "video", starts[order[-1]])
+        origin = _origin(container)
+        _configure_decoder(video, threads)
+        size = _decode_size(video, short_side, max_short_side)
+        clip_seconds = num_frames / fps
+        out: list[np.ndarray | None] = [None] * len(starts)
+        run: list[int] = []
+        for position, index in enumerate(order):
+            run.append(index)
+            following = order[position + 1] if position + 1 < len(order) else None
+            if following is None or starts[following] - (starts[index] + clip_seconds) > SEQUENTIAL_GAP:
+                # One pass needs the instants in increasing order; overlapping clips interleave theirs.
+                wanted = sorted((origin + starts[i] + k / fps, i, k) for i in run for k in range(num_frames))
+                frames = _read_video(container, video, [w[0] for w in wanted], size, duration + origin, path,
+                                     threads)
+                for i in run:
+                    out[i] = np.empty((num_frames, *frames.shape[1:]), dtype=frames.dtype)
+                for frame, (_, i, k) in zip(frames, wanted):
+                    out[i][k] = frame
+                run = []
+        return out  # type: ignore[return-value]
+    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C: not a bad file
+        raise KeyboardInterrupt from None
+    except av.error.FFmpegError as err:
+        raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
     finally:
         container.close()
 
@@ -489,6 +555,15 @@ def _configure_decoder(stream: av.stream.Stream, threads: int) -> None:
     # of frame threading, which buffers several frames before returning the first.
     stream.codec_context.thread_count = threads
     stream.codec_context.thread_type = "SLICE" if threads == 1 else "AUTO"
+
+
+def _decode_size(stream: av.video.stream.VideoStream, short_side: int | None,
+                 max_short_side: int | None) -> tuple[int, int] | None:
+    """The (width, height) frames are converted to while decoding (None: as decoded)."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if short_side is None and max_short_side is not None and min(width, height) > max_short_side:
+        short_side = max_short_side
+    return _output_size(width, height, short_side)
 
 
 def _output_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:

@@ -155,7 +155,7 @@ def video_windows(item: MediaItem, spec: Any, windowing: Windowing | None, *, st
     Raises:
         MediaError: The file cannot be used.
     """
-    from mmv.data.media import decode_clip, probe
+    from mmv.data.media import decode_clips, probe
     from mmv.data.transforms import VideoTransform
 
     transform = VideoTransform(train=augment, crop_size=spec.crop, min_resize=spec.min_resize, flip=flip,
@@ -163,13 +163,10 @@ def video_windows(item: MediaItem, spec: Any, windowing: Windowing | None, *, st
     if starts is None:
         span_start, span_end = item.span(probe(item.path).duration)
         starts = [span_start + offset for offset in windowing.starts(span_end - span_start, spec.seconds, generator)]
-    clips, windows = [], []
-    for start in starts:
-        clip = decode_clip(item.path, start, spec.num_frames, spec.fps, with_audio=False,
+    decoded = decode_clips(item.path, list(starts), spec.num_frames, spec.fps,
                            max_short_side=decode_limit(spec.min_resize))
-        clips.append(transform.geometry(clip.frames, generator).numpy())
-        windows.append((clip.start, clip.end))
-    return np.stack(clips), windows
+    clips = [transform.geometry(frames, generator).numpy() for frames in decoded]
+    return np.stack(clips), [(start, start + spec.seconds) for start in starts]
 
 
 def audio_windows(item: MediaItem, spec: Any, windowing: Windowing, *, generator: torch.Generator | None = None,
