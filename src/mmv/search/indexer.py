@@ -267,62 +267,86 @@ def _embed_planned(model: torch.nn.Module, planned: list[_Planned], preprocess: 
                    options: IndexOptions, library: Library, report: SkipReport, bar: Any) -> tuple[int, int]:
     """Decodes (in workers) and embeds every planned file, committing each file when its last chunk is done.
 
+    Decoded chunks wait in a buffer until ``options.batch_size`` segments are there, so the model runs on full
+    batches even when files are shorter than a batch (a 10 s file gives 4 released-size segments).
+
     Returns:
         (files indexed, segments added).
     """
-    from mmv.eval.features import device_of, model_pixels
-
     if not planned:
         return 0, 0
-    spaces = model_spaces(model)
-    device = device_of(model)
     model.eval()
     loader = DataLoader(_SegmentChunks(planned, preprocess, seconds), batch_size=None, collate_fn=_as_is,
                         num_workers=options.num_workers, prefetch_factor=2 if options.num_workers else None,
                         worker_init_fn=_lower_priority)
-    pending: dict[int, dict[tuple[str, str], list[np.ndarray]]] = {}
+    parts: dict[int, dict[tuple[str, str], list[np.ndarray]]] = {}
     sound: dict[int, list[np.ndarray]] = {}
-    added, files = 0, 0
-    keys = {"va": ("vid_embd_toaud", "aud_embd_tovid"), "vt": ("vid_embd_totxt", "aud_embd_totxt")}
+    buffer: list[dict[str, Any]] = []
+    totals = {"files": 0, "segments": 0}
+
+    def flush() -> None:
+        _embed_chunks(model, buffer, preprocess, options.batch_size)
+        for chunk in buffer:
+            index = chunk["index"]
+            for key, rows in chunk["vectors"].items():
+                parts.setdefault(index, {}).setdefault(key, []).append(rows)
+            sound.setdefault(index, []).append(chunk["sound"])
+            bar.update(len(chunk["starts"]))
+            if chunk["last"]:
+                plan = planned[index]
+                has_sound = np.concatenate(sound.pop(index))
+                segments = [(s, s + seconds, bool(h)) for s, h in zip(plan.starts, has_sound)]
+                vectors = {key: np.concatenate(value) for key, value in parts.pop(index, {}).items()}
+                library.add_file(plan.identity, plan.duration, plan.has_video, plan.has_sound, segments, vectors)
+                totals["files"] += 1
+                totals["segments"] += len(segments)
+        buffer.clear()
+
     for chunk in loader:
-        index = chunk["index"]
-        plan = planned[index]
         if "error" in chunk:
-            skipped = chunk["error"]
+            index, skipped = chunk["index"], chunk["error"]
             report.add(skipped)
-            library.record_skip(plan.identity, skipped.reason, skipped.detail)
-            pending.pop(index, None)
+            library.record_skip(planned[index].identity, skipped.reason, skipped.detail)
+            buffer[:] = [c for c in buffer if c["index"] != index]
+            parts.pop(index, None)
             sound.pop(index, None)
             continue
-        parts = pending.setdefault(index, {})
-        count = len(chunk["starts"])
+        buffer.append(chunk)
+        if sum(len(c["starts"]) for c in buffer) >= options.batch_size:
+            flush()
+    if buffer:
+        flush()
+    return totals["files"], totals["segments"]
+
+
+_KEYS = {"va": ("vid_embd_toaud", "aud_embd_tovid"), "vt": ("vid_embd_totxt", "aud_embd_totxt")}
+
+
+def _embed_chunks(model: torch.nn.Module, chunks: list[dict[str, Any]], preprocess: Any, batch_size: int) -> None:
+    """Runs the model over the pictures and the sound of every buffered chunk, in batches across chunks, and puts
+    each chunk's L2-normalised vectors in ``chunk["vectors"]`` (``{(side, space): [segments, D]}``)."""
+    from mmv.eval.features import device_of, model_pixels
+
+    spaces, device = model_spaces(model), device_of(model)
+    for chunk in chunks:
+        chunk["vectors"] = {}
+    for side, key, prepare in (
+            ("video", "video", lambda x: model_pixels(x.to(device), preprocess.video.pixel_range)),
+            ("audio", "audio", lambda x: x.to(device))):
+        owners = [c for c in chunks if c[key] is not None]
+        if not owners or not spaces[side]:
+            continue
+        inputs = torch.from_numpy(np.concatenate([c[key] for c in owners]))
         with torch.inference_mode():
-            if chunk["video"] is not None:
-                video = torch.from_numpy(chunk["video"])
-                rows = [model(video=model_pixels(video[i:i + options.batch_size].to(device),
-                                                 preprocess.video.pixel_range))
-                        for i in range(0, count, options.batch_size)]
-                for space in spaces["video"]:
-                    out = torch.cat([r[keys[space][0]] for r in rows])
-                    parts.setdefault(("video", space), []).append(_normalized(out))
-            if chunk["audio"] is not None:
-                mels = torch.from_numpy(chunk["audio"])
-                rows = [model(audio=mels[i:i + options.batch_size].to(device))
-                        for i in range(0, count, options.batch_size)]
-                silent = ~chunk["sound"]
-                for space in spaces["audio"]:
-                    out = _normalized(torch.cat([r[keys[space][1]] for r in rows]))
-                    out[silent] = np.nan  # no audio-side vector for a silent segment
-                    parts.setdefault(("audio", space), []).append(out)
-        sound.setdefault(index, []).append(chunk["sound"])
-        bar.update(count)
-        if chunk["last"]:
-            has_sound = np.concatenate(sound.pop(index))
-            segments = [(s, s + seconds, bool(h)) for s, h in zip(plan.starts, has_sound)]
-            vectors = {key: np.concatenate(value) for key, value in pending.pop(index).items()}
-            library.add_file(plan.identity, plan.duration, plan.has_video, plan.has_sound, segments, vectors)
-            added, files = added + len(segments), files + 1
-    return files, added
+            outputs = [model(**{key: prepare(inputs[i:i + batch_size])}) for i in range(0, len(inputs), batch_size)]
+        sizes = [len(c["starts"]) for c in owners]
+        for space in spaces[side]:
+            rows = _normalized(torch.cat([o[_KEYS[space][0 if side == "video" else 1]] for o in outputs]))
+            for chunk, part in zip(owners, np.split(rows, np.cumsum(sizes)[:-1])):
+                if side == "audio":
+                    part = part.copy()
+                    part[~chunk["sound"]] = np.nan  # no audio-side vector for a silent segment
+                chunk["vectors"][(side, space)] = part
 
 
 def _lower_priority(worker_id: int) -> None:
