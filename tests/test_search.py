@@ -137,6 +137,19 @@ def test_a_library_refuses_another_model(model_dir, tmp_path, single_thread):
         Searcher(tmp_path / "lib", model=other)
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_kill_during_indexing_then_resume(model_dir, tmp_path):
     folder = tmp_path / "many"
     for i in range(24):
@@ -159,6 +172,11 @@ def test_kill_during_indexing_then_resume(model_dir, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 0 < done < 24, f"the kill should land mid-run ({done} files done)"
+    # Its decoding worker dies with it (a killed indexer must not leave processes behind).
+    deadline = time.time() + 20
+    while time.time() < deadline and _processes_mentioning(str(out)):
+        time.sleep(0.1)
+    assert not _processes_mentioning(str(out))
     report = _index(model_dir, [folder], out)
     assert report["unchanged"] + report["indexed"] == 24 and report["indexed"] >= 1
     rows = _segment_rows(out)

@@ -278,7 +278,7 @@ def _embed_planned(model: torch.nn.Module, planned: list[_Planned], preprocess: 
     model.eval()
     loader = DataLoader(_SegmentChunks(planned, preprocess, seconds), batch_size=None, collate_fn=_as_is,
                         num_workers=options.num_workers, prefetch_factor=2 if options.num_workers else None,
-                        worker_init_fn=_lower_priority)
+                        worker_init_fn=_worker_init)
     parts: dict[int, dict[tuple[str, str], list[np.ndarray]]] = {}
     sound: dict[int, list[np.ndarray]] = {}
     buffer: list[dict[str, Any]] = []
@@ -349,12 +349,23 @@ def _embed_chunks(model: torch.nn.Module, chunks: list[dict[str, Any]], preproce
                 chunk["vectors"][(side, space)] = part
 
 
-def _lower_priority(worker_id: int) -> None:
-    """Decoding workers yield the CPU to the model: on a machine with few cores they decode in the time the model
-    leaves free instead of slowing every forward pass (docs/search.md measures both)."""
+def _worker_init(worker_id: int) -> None:
+    """Decoding workers yield the CPU to the model (on a machine with few cores they decode in the time the model
+    leaves free; docs/search.md measures it), and die with the indexing process: a worker whose parent was killed
+    would otherwise wait forever to hand over a chunk nobody reads, holding its memory."""
     try:
         os.nice(10)
     except (AttributeError, OSError):  # not POSIX, or not allowed
+        pass
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux): SIGKILL this worker when its parent dies
+        if os.getppid() == 1:  # the parent died before the call took effect
+            os._exit(1)
+    except (AttributeError, OSError):  # not Linux
         pass
 
 
