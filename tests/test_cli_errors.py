@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from child_process import restore_ctrl_c
 from eval_fixtures import class_frames, write_video
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -107,7 +108,7 @@ def test_ctrl_c_during_embed_keeps_the_parts_and_says_how_to_continue(tmp_path, 
     out = tmp_path / "emb"
     process = subprocess.Popen([*ENTRY, "embed", str(folder), "--model", str(model_dir), "--modality", "video",
                                 "--windows", "4", "--files-per-part", "1", "--out", str(out), "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("part-*.index.csv")):
         time.sleep(0.05)

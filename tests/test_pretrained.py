@@ -24,6 +24,7 @@ import mmv
 from mmv import pretrained
 from mmv.cli.main import main as cli_main
 from mmv.pretrained import DownloadError, ResumableDownloader
+from child_process import restore_ctrl_c
 from official_params import io_path, make_official_params, tree_path
 from release_server import ReleaseServer, closed_port_url
 from released_pickle import write_released_checkpoint
@@ -118,7 +119,8 @@ def test_interrupted_download_resumes_across_processes_and_within_one(home, serv
     server.stall_at = len(release) * 2 // 5
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     code = f"from mmv.pretrained import fetch; fetch({NAME!r}, progress=False)"
-    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=restore_ctrl_c)
     part = home / "downloads" / f"{NAME}.pkl.part"
     deadline = time.monotonic() + 60
     while not (server.stalled.is_set() and part.is_file() and part.stat().st_size > 0):
