@@ -62,13 +62,14 @@ def bench_indexing(model_name: str, count: int, seconds: float, size: tuple[int,
     from mmv.data.windows import MediaItem, video_windows
     from mmv.eval.features import model_pixels
     from mmv.search import IndexOptions, index_sources
-    from mmv.search.indexer import _plan, model_spaces
+    from mmv.search.indexer import _plan, default_workers, model_spaces
 
     model = mmv.create_model(model_name).eval()
     pre = model.preprocess
     segment = pre.video.seconds
     print(f"\n== indexing: {count} videos of {seconds:g} s at {size[0]}x{size[1]}, {model_name}, segments of "
-          f"{segment:g} s, batch {batch}, {torch.get_num_threads()} torch threads ==")
+          f"{segment:g} s, batch {batch}, {torch.get_num_threads()} torch threads; mmv index's default here: "
+          f"{default_workers(torch.device('cpu'))} decoding workers ==")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "videos"
         folder.mkdir()
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=10.24)
     parser.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=256)

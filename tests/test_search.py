@@ -222,6 +222,19 @@ def test_search_ranks_as_brute_force_and_merges_neighbours(model_dir, tmp_path, 
     searcher.close()
 
 
+@pytest.mark.parametrize("device, cores, threads, expected", [
+    ("cuda", 2, 2, 2),   # the model is on an accelerator: the cores are free for decoding
+    ("cpu", 2, 2, 0),    # the model fills both cores: decode between batches (measured faster, docs/search.md)
+    ("cpu", 3, 2, 1),    # one spare core
+    ("cpu", 16, 8, 2),   # spare cores: two workers, never more
+    ("cpu", 1, 2, 0),    # more threads than cores
+])
+def test_default_decoding_workers_take_only_spare_cores(device, cores, threads, expected):
+    from mmv.search.indexer import default_workers
+
+    assert default_workers(torch.device(device), cores=cores, torch_threads=threads) == expected
+
+
 def test_moments_merge_only_neighbouring_segments(tmp_path):
     library = Library.create(tmp_path / "lib", {"model": {"checksum": "x", "source": "x", "graph": "fac"},
                                                 "preprocess": {}, "segment_seconds": 1.0, "stride": 1.0,

@@ -36,6 +36,18 @@ def test_resize_short_side_shape_and_pil_agreement(h, w, size, expected):
         assert np.abs(reference.astype(int) - resized).max() <= 1
 
 
+@pytest.mark.parametrize("h, w, size", [(64, 64, 48), (240, 320, 224), (61, 97, 40), (36, 52, 72)])
+def test_resize_is_the_rounded_float_kernel_exactly(h, w, size):
+    """Every model was trained and evaluated on these pixels: a faster way to compute them must give the same ones
+    (torch's float kernel on a channels-last view, rounded; its uint8 kernel differs by one grey level)."""
+    clip = _clip(h=h, w=w, seed=h)
+    out = T.resize_short_side(clip, size)
+    view = torch.from_numpy(clip).permute(0, 3, 1, 2).float()  # channels-last strides, as the frames come
+    reference = torch.nn.functional.interpolate(view, size=out.shape[1:3], mode="bilinear", align_corners=False,
+                                                antialias=True).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(out, reference.permute(0, 2, 3, 1))
+
+
 def test_resize_is_a_no_op_at_the_target_size():
     clip = torch.from_numpy(_clip(h=24, w=40))
     assert T.resize_short_side(clip, 24) is clip

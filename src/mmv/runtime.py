@@ -85,3 +85,10 @@ def use_fast_cpu_settings() -> dict[str, bool]:
         log.warning("huge pages are not in effect: torch was imported before use_fast_cpu_settings(), and torch reads "
                     "THP_MEM_ALLOC_ENABLE only when it is imported; call it before 'import torch'")
     return {"huge_pages": _huge_pages, "reuse_freed_memory": reuse_freed_memory()}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -67,8 +67,6 @@ def default_threads(cores: int, torch_threads: int, data_workers: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from mmv.cli.common import UsageError, check_output_dir
 
     for flag, value in (("--threads", args.threads), ("--steps", args.steps), ("--seeds", args.seeds)):
@@ -84,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(default_threads(cores, torch.get_num_threads(), cfg.data_workers))
+        from mmv.runtime import usable_cores
+
+        torch.set_num_threads(default_threads(usable_cores(), torch.get_num_threads(), cfg.data_workers))
     if args.steps is not None:
         cfg = cfg.replace(steps=args.steps, warmup_steps=min(cfg.warmup_steps, max(1, args.steps // 10)))
     if args.model is not None:

@@ -12,7 +12,7 @@ that 'mmv search' and 'mmv serve' query, with no server to run.
 Incremental: run it again on the same sources and only new or changed files are indexed (a file is known by its
 resolved path, size and modification time); deleted files are dropped. An interrupted run keeps every file it
 finished and the next run continues. Broken files are skipped, counted and reported (LIB/index_report.json);
-decoding runs in --workers processes while the model computes.
+decoding runs in --workers processes while the model computes (on a GPU, or on spare cores).
 
 Large collections: index parts in parallel, on several machines or under torchrun/SLURM, with --shard I/N (or
 --shard auto to take the launcher's rank and world size), each into its own folder; then merge them:
@@ -28,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", required=True, metavar="LIB", help="the library folder (created or updated)")
     p.add_argument("--stride", type=float, default=None,
                    help="seconds between segment starts (default: one segment length, no overlap)")
-    p.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: 2 when the model runs on a GPU or cores are left beside its "
+                        "torch threads, else 0: decoding between batches, faster when the model fills every core)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default: 16)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="index only part I of N of the files (or 'auto': torchrun/SLURM rank and world size)")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.sources or not args.model:
         raise UsageError("give the files or folders to index (SRC) and --model")
-    if args.workers < 0 or args.batch_size < 1 or (args.stride is not None and not args.stride > 0):
+    if (args.workers or 0) < 0 or args.batch_size < 1 or (args.stride is not None and not args.stride > 0):
         raise UsageError("--workers must be >= 0, --batch-size >= 1 and --stride > 0")
     try:
         shard = parse_shard(args.shard)

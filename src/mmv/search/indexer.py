@@ -48,7 +48,7 @@ class IndexOptions:
     Attributes:
         stride: Seconds between segment starts (None: the segment length, no overlap).
         batch_size: Clips per forward pass.
-        num_workers: Decoding processes (0: decode in the main process).
+        num_workers: Decoding processes (0: decode in the main process; None: :func:`default_workers`).
         shard: ``(index, count)``: index only the files whose position in the sorted file list is ``index``
             modulo ``count`` (split a collection across processes or machines, then merge the libraries).
         progress: A progress bar with ETA.
@@ -56,7 +56,7 @@ class IndexOptions:
 
     stride: float | None = None
     batch_size: int = 16
-    num_workers: int = 2
+    num_workers: int | None = None
     shard: tuple[int, int] = (0, 1)
     progress: bool = True
 
@@ -70,6 +70,23 @@ class _Planned:
     has_video: bool
     has_sound: bool
     starts: list[float] = field(default_factory=list)
+
+
+def default_workers(device: torch.device, cores: int | None = None, torch_threads: int | None = None) -> int:
+    """Decoding processes when none are asked for.
+
+    Two when they have a core to themselves: the model runs on an accelerator, or the machine has cores beyond the
+    model's torch threads. None (decoding between batches in the main process) when the model already keeps every
+    core busy: a worker then takes its time from the model's threads, and measured slower than decoding in-process
+    (docs/search.md: 0.88 against 0.92-0.94 of the model-only throughput on 2 cores).
+    """
+    from mmv.runtime import usable_cores
+
+    if device.type != "cpu":
+        return 2
+    cores = usable_cores() if cores is None else cores
+    torch_threads = torch.get_num_threads() if torch_threads is None else torch_threads
+    return max(0, min(2, cores - torch_threads))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -160,15 +177,17 @@ class _SegmentChunks(IterableDataset):
         path, seconds, pre = plan.identity[0], self.seconds, self.preprocess
         out: dict[str, Any] = {"video": None, "audio": None, "sound": np.zeros(len(starts), dtype=bool)}
         if plan.has_video:
-            out["video"] = video_windows(MediaItem(Path(path)), pre.video, None, starts=starts)[0]
+            # As a tensor: a worker hands tensors to the indexing process through shared memory, where numpy
+            # arrays would be pickled through a pipe and unpickled by the process that runs the model.
+            out["video"] = torch.from_numpy(video_windows(MediaItem(Path(path)), pre.video, None, starts=starts)[0])
         if plan.has_sound:
             rate = pre.audio.sample_rate
             wave = decode_audio(path, starts[0], starts[-1] + seconds, sample_rate=rate)
             audio = dataclasses.replace(pre.audio, clip_seconds=seconds)  # audio windows span the video segments
             pieces = [wave[round((s - starts[0]) * rate):round((s - starts[0] + seconds) * rate)] for s in starts]
             out["sound"] = np.array([p.size > 0 and float(np.sqrt(np.mean(p ** 2))) > SILENCE_RMS for p in pieces])
-            out["audio"] = np.concatenate([waveform_windows(p, audio, Windowing("one"), whole=False)[0]
-                                           for p in pieces])
+            out["audio"] = torch.from_numpy(np.concatenate([waveform_windows(p, audio, Windowing("one"), whole=False)[0]
+                                                            for p in pieces]))
         return out
 
 
@@ -276,8 +295,12 @@ def _embed_planned(model: torch.nn.Module, planned: list[_Planned], preprocess: 
     if not planned:
         return 0, 0
     model.eval()
+    from mmv.eval.features import device_of
+
+    workers = default_workers(device_of(model)) if options.num_workers is None else options.num_workers
+    log.info("decoding in %s", f"{workers} worker processes" if workers else "the main process")
     loader = DataLoader(_SegmentChunks(planned, preprocess, seconds), batch_size=None, collate_fn=_as_is,
-                        num_workers=options.num_workers, prefetch_factor=2 if options.num_workers else None,
+                        num_workers=workers, prefetch_factor=2 if workers else None,
                         worker_init_fn=_worker_init)
     parts: dict[int, dict[tuple[str, str], list[np.ndarray]]] = {}
     sound: dict[int, list[np.ndarray]] = {}
@@ -336,7 +359,7 @@ def _embed_chunks(model: torch.nn.Module, chunks: list[dict[str, Any]], preproce
         owners = [c for c in chunks if c[key] is not None]
         if not owners or not spaces[side]:
             continue
-        inputs = torch.from_numpy(np.concatenate([c[key] for c in owners]))
+        inputs = torch.cat([c[key] for c in owners])
         with torch.inference_mode():
             outputs = [model(**{key: prepare(inputs[i:i + batch_size])}) for i in range(0, len(inputs), batch_size)]
         sizes = [len(c["starts"]) for c in owners]
