@@ -14,12 +14,33 @@ from pathlib import Path
 from mmv.atomic import writable_folder_problem
 from mmv.cli.main import UsageError
 
-__all__ = ["DeprecatedFlag", "UsageError", "check_input_file", "check_output_dir", "check_output_file", "warn"]
+__all__ = ["DeprecatedFlag", "UsageError", "check_input_file", "check_output_dir", "check_output_file",
+           "output_from_old_positional", "warn"]
 
 
 def warn(command: str, message: str) -> None:
     """One warning line on stderr, in the form of the entry point's error lines."""
     print(f"mmv {command}: warning: {message}", file=sys.stderr)
+
+
+def output_from_old_positional(args: argparse.Namespace, command: str, what: str, missing: str) -> str:
+    """``--out``, or the output given the old way, as a positional (``args.old_out``), with a warning.
+
+    Args:
+        what: The output in the warning ("output", "output folder").
+        missing: The usage error's text when neither is given.
+
+    Raises:
+        UsageError: Both spellings given, or neither.
+    """
+    if args.old_out is not None:
+        if args.out is not None:
+            raise UsageError(f"the output given twice: {args.old_out} and --out {args.out}")
+        warn(command, f"the positional {what} is deprecated; use --out {args.old_out}")
+        return args.old_out
+    if args.out is None:
+        raise UsageError(missing)
+    return args.out
 
 
 def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:

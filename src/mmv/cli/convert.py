@@ -29,15 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import UsageError, check_input_file, check_output_dir, check_output_file, warn
+    from .common import (UsageError, check_input_file, check_output_dir, check_output_file,
+                         output_from_old_positional)
 
-    if args.old_out is not None:
-        if args.out is not None:
-            raise UsageError(f"the output given twice: {args.old_out} and --out {args.out}")
-        warn("convert", f"the positional output is deprecated; use --out {args.old_out}")
-        args.out = args.old_out
-    if args.out is None:
-        raise UsageError("give the output: --out DIR (or --out FILE.safetensors)")
+    args.out = output_from_old_positional(args, "convert", "output",
+                                          "give the output: --out DIR (or --out FILE.safetensors)")
     # Everything the command line says is checked before the pickle (up to 1.5 GB) is read.
     from ..convert.released import arch_from_filename
     from ..models import list_models

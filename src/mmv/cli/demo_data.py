@@ -43,15 +43,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from mmv.cli.common import UsageError, check_output_dir, warn
+    from mmv.cli.common import UsageError, check_output_dir, output_from_old_positional
 
-    if args.old_out is not None:
-        if args.out is not None:
-            raise UsageError(f"the output given twice: {args.old_out} and --out {args.out}")
-        warn("demo-data", f"the positional output folder is deprecated; use --out {args.old_out}")
-        args.out = args.old_out
-    if args.out is None:
-        raise UsageError("give the output folder: --out DIR")
+    args.out = output_from_old_positional(args, "demo-data", "output folder", "give the output folder: --out DIR")
     if min(args.num_train, args.num_test, args.workers or 0) < 0:
         raise UsageError("--num-train, --num-test and --workers must be >= 0")
     check_output_dir(args.out)

@@ -21,6 +21,7 @@ calls, the frame converter, is per process and per thread. Repeated calls do not
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -159,8 +160,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     Raises:
         MediaError: The file is missing, empty, not a media file, or damaged beyond opening.
     """
-    container = _open(path)
-    try:
+    with _opened(path, "reading failed") as container:
         video = _video_stream(container)
         audio = _audio_stream(container)
         if video is None and audio is None:
@@ -179,12 +179,6 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             num_audio_channels=audio.codec_context.channels if audio is not None else None,
         )
-    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C (PyAV's interrupt callback): not a bad file
-        raise KeyboardInterrupt from None
-    except av.error.FFmpegError as err:  # from the packet scan of files whose headers give no duration
-        raise MediaError(path, "decode_error", f"reading failed: {err}") from err
-    finally:
-        container.close()
 
 
 def decode_clip(
@@ -227,8 +221,7 @@ def decode_clip(
         ValueError: An argument is out of range.
     """
     _check_clip_args(start, num_frames, fps, audio_rate, short_side or max_short_side, threads)
-    container = _open(path)
-    try:
+    with _opened(path, "decoding failed") as container:
         video, duration = _stream_and_duration(container, path, "video", start)
         origin = _origin(container)
         _configure_decoder(video, threads)
@@ -242,12 +235,6 @@ def decode_clip(
             num_samples = round(num_frames / fps * audio_rate)
             audio = _read_audio(container, audio_stream, origin + start, num_samples, audio_rate)
         return Clip(frames, audio, start, start + num_frames / fps, audio_stream is not None)
-    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C (PyAV's interrupt callback): not a bad file
-        raise KeyboardInterrupt from None
-    except av.error.FFmpegError as err:
-        raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
-    finally:
-        container.close()
 
 
 def decode_audio(
@@ -286,19 +273,12 @@ def decode_audio(
         raise ValueError(f"end ({end}) must be after start ({start})")
     if sample_rate < 1:
         raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
-    container = _open(path)
-    try:
+    with _opened(path, "decoding the audio failed") as container:
         stream, duration = _stream_and_duration(container, path, "audio", start)
         end = duration if end is None else end
         _configure_decoder(stream, threads)
         num_samples = round((end - start) * sample_rate)
         return _read_audio(container, stream, _origin(container) + start, num_samples, sample_rate)
-    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C (PyAV's interrupt callback): not a bad file
-        raise KeyboardInterrupt from None
-    except av.error.FFmpegError as err:
-        raise MediaError(path, "decode_error", f"decoding the audio failed: {err}") from err
-    finally:
-        container.close()
 
 
 def decode_clips(
@@ -335,8 +315,7 @@ def decode_clips(
     for start in starts:
         _check_clip_args(start, num_frames, fps, 1, short_side or max_short_side, threads)
     order = sorted(range(len(starts)), key=lambda i: starts[i])
-    container = _open(path)
-    try:
+    with _opened(path, "decoding failed") as container:
         video, duration = _stream_and_duration(container, path, "video", starts[order[-1]])
         origin = _origin(container)
         _configure_decoder(video, threads)
@@ -358,12 +337,6 @@ def decode_clips(
                     out[i][k] = frame
                 run = []
         return out  # type: ignore[return-value]
-    except av.error.ExitError:  # FFmpeg stopped by Ctrl-C: not a bad file
-        raise KeyboardInterrupt from None
-    except av.error.FFmpegError as err:
-        raise MediaError(path, "decode_error", f"decoding failed: {err}") from err
-    finally:
-        container.close()
 
 
 def decode_image(path: str | os.PathLike) -> np.ndarray:
@@ -458,6 +431,22 @@ def _check_clip_args(start: float, num_frames: int, fps: float, audio_rate: int,
         raise ValueError(f"short_side must be >= 1, got {short_side}")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: FFmpeg's choice), got {threads}")
+
+
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike, failing: str) -> Iterator[av.container.InputContainer]:
+    """The open file; FFmpeg's errors while reading it become ``MediaError(path, "decode_error", f"{failing}: ...")``,
+    FFmpeg stopped by Ctrl-C (PyAV's interrupt callback) becomes ``KeyboardInterrupt`` (not a bad file), and the
+    container is closed whatever happens."""
+    container = _open(path)
+    try:
+        yield container
+    except av.error.ExitError:
+        raise KeyboardInterrupt from None
+    except av.error.FFmpegError as err:
+        raise MediaError(path, "decode_error", f"{failing}: {err}") from err
+    finally:
+        container.close()
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
