@@ -235,6 +235,24 @@ def test_default_decoding_workers_take_only_spare_cores(device, cores, threads, 
     assert default_workers(torch.device(device), cores=cores, torch_threads=threads) == expected
 
 
+def test_shard_spec_from_the_command_line_and_from_the_launcher(monkeypatch):
+    from mmv.search.indexer import parse_shard
+
+    assert parse_shard(None) == (0, 1) and parse_shard("2/5") == (2, 5)
+    for wrong in ("2", "5/5", "-1/3", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(wrong)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+        monkeypatch.delenv(name, raising=False)
+    assert parse_shard("auto") == (0, 1)
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert parse_shard("auto") == (3, 8)
+    monkeypatch.setenv("RANK", "1")  # torchrun's variables win over SLURM's
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert parse_shard("auto") == (1, 2)
+
+
 def test_moments_merge_only_neighbouring_segments(tmp_path):
     library = Library.create(tmp_path / "lib", {"model": {"checksum": "x", "source": "x", "graph": "fac"},
                                                 "preprocess": {}, "segment_seconds": 1.0, "stride": 1.0,

@@ -40,13 +40,18 @@ __all__ = [
 _UMASK_LOCK = threading.Lock()
 
 
-def _file_mode() -> int:
-    """0666 less the process's umask: the mode ``open(path, "w")`` gives a new file."""
+def current_umask() -> int:
+    """The process's umask."""
     # NOTE: the umask can only be read by setting it; the lock keeps two threads from seeing each other's 0.
     with _UMASK_LOCK:
         umask = os.umask(0)
         os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _file_mode() -> int:
+    """0666 less the process's umask: the mode ``open(path, "w")`` gives a new file."""
+    return 0o666 & ~current_umask()
 
 
 def writable_folder_problem(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> OSError | None:

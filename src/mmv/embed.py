@@ -110,7 +110,9 @@ def _from_files(embeddings: Any, space: str, pooling: str, return_windows: bool)
 
 
 def _batched(model: torch.nn.Module, encode: Any, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
+    from mmv.eval.features import device_of
+
+    device = device_of(model)
     return torch.cat([encode(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 

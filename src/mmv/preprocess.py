@@ -299,10 +299,8 @@ class Preprocess:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}")
-        video = dict(data.pop("video", {}))
-        if "pixel_range" in video:
-            video["pixel_range"] = tuple(video["pixel_range"])
-        return cls(video=VideoPreprocess(**video), text=TextPreprocess(**text, vocabulary=vocabulary), **data)
+        # The sections are built from their dicts by __post_init__; text also takes the vocabulary.
+        return cls(text=TextPreprocess(**text, vocabulary=vocabulary), **data)
 
     def describe(self) -> str:
         """Several lines for people (``mmv info``)."""

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
 
+from mmv.atomic import current_umask
+
 __all__ = ["DEFAULT_RELEASE_URL", "LICENCE", "RELEASES", "DownloadError", "Release", "ResumableDownloader", "fetch",
            "is_released", "list_released", "mmv_home", "release_url"]
 
@@ -258,7 +260,7 @@ def _convert_into(release: Release, pkl: Path, home: Path, record: dict[str, Any
         record |= {"arch": release.arch, "weights_sha256": _sha256(building / "model.safetensors"),
                    "licence": "CC BY-NC 4.0", "converted": converted, "mmv_version": __version__}
         (building / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.chmod(building, 0o777 & ~_umask())  # mkdtemp makes it private; a cache is as readable as any folder
+        os.chmod(building, 0o777 & ~current_umask())  # mkdtemp makes it private; a cache is as readable as any folder
         old = None
         if entry.exists():
             old = entry.rename(home / f".{release.name}.old-{os.getpid()}")
@@ -273,15 +275,6 @@ def _convert_into(release: Release, pkl: Path, home: Path, record: dict[str, Any
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:300] if text else type(err).__name__
-
-
-def _umask() -> int:
-    from mmv.atomic import _UMASK_LOCK
-
-    with _UMASK_LOCK:  # the umask can only be read by setting it
-        umask = os.umask(0)
-        os.umask(umask)
-    return umask
 
 
 # ----------------------------------------------------------------------------------------------------------------

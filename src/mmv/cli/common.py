@@ -12,15 +12,25 @@ import sys
 from pathlib import Path
 
 from mmv.atomic import writable_folder_problem
-from mmv.cli.main import UsageError
 
 __all__ = ["DeprecatedFlag", "UsageError", "check_input_file", "check_output_dir", "check_output_file",
-           "output_from_old_positional", "warn"]
+           "nothing_produced", "output_from_old_positional", "warn"]
+
+
+class UsageError(ValueError):
+    """Options a command cannot run with (exit status 2): raised before anything is written."""
 
 
 def warn(command: str, message: str) -> None:
     """One warning line on stderr, in the form of the entry point's error lines."""
     print(f"mmv {command}: warning: {message}", file=sys.stderr)
+
+
+def nothing_produced(command: str, message: str) -> int:
+    """The error line of a run that produced nothing from a non-empty input, after its report; returns exit status
+    1, so that a script can tell."""
+    print(f"mmv {command}: error: {message}", file=sys.stderr)
+    return 1
 
 
 def output_from_old_positional(args: argparse.Namespace, command: str, what: str, missing: str) -> str:

@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from mmv.cli.common import UsageError, check_input_file, check_output_dir, warn
+    from mmv.cli.common import UsageError, check_input_file, check_output_dir, nothing_produced, warn
     from mmv.data.windows import Windowing
 
     # The command line is checked before the model is loaded and before anything is written.
@@ -86,12 +86,6 @@ def run(args: argparse.Namespace) -> int:
     if args.vocab:
         check_input_file(args.vocab, "--vocab")
     check_output_dir(args.out)
-    paths = args.paths
-    if args.no_recursive:
-        from mmv.eval.embed import collect_files
-
-        paths = [p for path in args.paths for p in collect_files([path], args.modality, recursive=False)]
-
     from mmv.eval.embed import EmbedOptions, embed_files
     from mmv.eval.io import load_tokenizer, resolve_model
 
@@ -108,15 +102,12 @@ def run(args: argparse.Namespace) -> int:
     if args.modality == "image" and args.static_frames is None and not getattr(model, "deflated", False):
         raise UsageError("images need a deflated model ('mmv deflate') or --static-frames T for the video network")
     tokenizer = load_tokenizer(args.vocab, max_words=preprocess.text.max_words) if args.vocab else None
-    report = embed_files(model, paths, args.out, opts, tokenizer=tokenizer, fmt=args.format,
+    report = embed_files(model, args.paths, args.out, opts, tokenizer=tokenizer, fmt=args.format,
                          files_per_part=args.files_per_part, batch_size=args.batch_size, num_workers=args.workers,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, recursive=not args.no_recursive)
     print(json.dumps({k: v for k, v in report.items() if k != "skipped"} | {"skipped": report["skipped"]["by_reason"]},
                      indent=2))
     if report["files"] and not report["embedded"] and not report["already_embedded"]:
-        import sys
-
-        print(f"mmv embed: error: none of the {report['files']} files could be embedded (see {args.out}/report.json)",
-              file=sys.stderr)
-        return 1  # a script must be able to tell that nothing was produced
+        return nothing_produced("embed", f"none of the {report['files']} files could be embedded (see "
+                                         f"{args.out}/report.json)")
     return 0

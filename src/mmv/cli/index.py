@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from mmv.cli.common import UsageError, check_output_dir
+    from mmv.cli.common import UsageError, check_output_dir, nothing_produced
     from mmv.search.indexer import IndexOptions, index_sources, merge_libraries, parse_shard
 
     if args.merge:
@@ -79,8 +79,5 @@ def run(args: argparse.Namespace) -> int:
     for reason, count in skipped["by_reason"].items():
         print(f"  skipped ({reason}): {count}, e.g. {skipped['files'][reason][0]}")
     if report["files_found"] and not report["indexed"] and not report["unchanged"]:
-        import sys
-
-        print(f"mmv index: error: none of the {report['files_found']} files could be indexed", file=sys.stderr)
-        return 1  # a script must be able to tell that nothing was produced
+        return nothing_produced("index", f"none of the {report['files_found']} files could be indexed")
     return 0

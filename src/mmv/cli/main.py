@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from mmv.cli.common import UsageError
 from mmv.extras import MissingDependencyError
 
 # Order here is the order shown by ``mmv --help``.
@@ -68,10 +69,6 @@ def entry() -> int:
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-class UsageError(ValueError):
-    """Options a command cannot run with (exit status 2): raised before anything is written."""
-
-
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that are the user's situation (a path, a file, an option, a missing extra), not a bug: one line."""
     import pickle
@@ -123,8 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # NOTE: 'python -m mmv.cli.main' runs this file as __main__, a second copy beside the mmv.cli.main that the
-    # sub-commands import: run that one, so that the UsageError they raise is the class main() tells apart.
-    from mmv.cli.main import entry as _entry
-
-    sys.exit(_entry())
+    sys.exit(entry())

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from mmv.data.shards import INDEX_NAME, write_shards
     from mmv.data.skips import SkipReport
 
-    from mmv.cli.common import UsageError, check_input_file, check_output_dir
+    from mmv.cli.common import UsageError, check_input_file, check_output_dir, nothing_produced
 
     began = time.perf_counter()
     report = SkipReport()
@@ -92,9 +92,6 @@ def run(args: argparse.Namespace) -> int:
                       "without_captions": len(index["without_captions"]), "seconds": round(seconds, 2)}))
     ignored = accounting["ignored"]["total"]
     if not index["num_samples"] and (items or ignored):
-        import sys
-
         found = f"none of the {len(items)} videos could be packed" if items else f"no video among the {ignored} files"
-        print(f"mmv prepare: error: {found} (see the summary above)", file=sys.stderr)
-        return 1  # a script must be able to tell that nothing was produced
+        return nothing_produced("prepare", f"{found} (see the summary above)")
     return 0

@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def query_from_args(args: argparse.Namespace):
-    from mmv.cli.common import UsageError
+    from mmv.cli.common import UsageError, check_input_file
     from mmv.search.query import Query
 
     files = [(kind, getattr(args, kind)) for kind in ("audio", "image", "video") if getattr(args, kind)]
@@ -55,10 +55,7 @@ def query_from_args(args: argparse.Namespace):
             raise UsageError("--start/--end apply to a query file, not to a sentence")
         return Query("text", text=args.text)
     kind, path = files[0]
-    from pathlib import Path
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_input_file(path, f"--{kind}")
     return Query(kind, path=path, start=args.start, end=args.end)
 
 
@@ -69,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     query = query_from_args(args)
     import mmv
     from mmv.search.query import Searcher
-    from mmv.search.server import moment_json
 
     model = mmv.load(args.model, map_location=args.device) if args.model else None
     searcher = Searcher(args.library, model=model, device=args.device)
@@ -78,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         searcher.close()
     if args.json:
-        print(json.dumps([moment_json(m) for m in moments], indent=2))
+        print(json.dumps([m.as_dict() for m in moments], indent=2))
         return 0
     if not moments:
         print("nothing found (is the library empty?)")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mmv.cli.main import UsageError
+from mmv.cli.common import UsageError
 
 EXAMPLES = """\
 examples:

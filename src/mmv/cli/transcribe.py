@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from mmv.cli.common import DeprecatedFlag, UsageError
+from mmv.cli.common import DeprecatedFlag, UsageError, nothing_produced
 
 if TYPE_CHECKING:
     from mmv.data.asr import ASRBackend
@@ -209,9 +209,6 @@ def _report(args: argparse.Namespace, files: list[Path], counts: collections.Cou
     }
     print(json.dumps(summary))
     if num_failed and not counts["transcribed"] and not counts["skipped_existing"]:
-        import sys
-
-        print(f"mmv transcribe: error: none of the {num_failed} files could be transcribed (see the summary above)",
-              file=sys.stderr)
-        return 1  # a script must be able to tell that nothing was produced
+        return nothing_produced("transcribe", f"none of the {num_failed} files could be transcribed (see the summary "
+                                              "above)")
     return 0

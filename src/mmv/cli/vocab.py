@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmv.cli.main import UsageError
+from mmv.cli.common import UsageError, nothing_produced
 
 logger = logging.getLogger("mmv.vocab")
 
@@ -162,11 +162,8 @@ def run_build(args: argparse.Namespace) -> int:
               f"{100 * (summary['token_coverage'] or 0):.1f}% of {total} word occurrences")
     print(json.dumps(summary))
     if not counts:
-        import sys
-
-        print(f"mmv vocab: error: no word in {num_sentences} sentences of {len(files)} files ({summary['failed']} "
-              f"unreadable{left_out}); nothing written", file=sys.stderr)
-        return 1  # a script must be able to tell that nothing was produced
+        return nothing_produced("vocab", f"no word in {num_sentences} sentences of {len(files)} files "
+                                         f"({summary['failed']} unreadable{left_out}); nothing written")
     return 0
 
 

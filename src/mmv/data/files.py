@@ -19,7 +19,6 @@ __all__ = [
     "SIDECAR_SUFFIXES",
     "TEXT_EXTENSIONS",
     "VIDEO_EXTENSIONS",
-    "caption_language",
     "ignored_kind",
     "is_sidecar",
     "kind_of",
@@ -117,19 +116,6 @@ def ignored_kind(path: str | os.PathLike) -> str:
 # A BCP 47-like language tag as yt-dlp and youtube-dl put it in caption names: en, en-US, en-orig, pt-BR, zh-Hans,
 # es-419. It leaves out their other sidecar files (talk.info.json, talk.live_chat.json, talk.description).
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
-
-
-def caption_language(video: str | os.PathLike, caption: str | os.PathLike) -> str | None:
-    """The language tag of a caption file named after ``video``: ``""`` for ``talk.vtt``, ``"en"`` for
-    ``talk.en.vtt``, ``"en-orig"`` for ``talk.en-orig.vtt``; None when ``caption`` is not named after ``video`` (another
-    folder or stem, not a caption extension, or a middle part that is no language tag)."""
-    video, caption = Path(video), Path(caption)
-    if caption.parent != video.parent or caption.suffix.lower() not in CAPTION_EXTENSIONS:
-        return None
-    if caption.stem == video.stem:
-        return ""
-    owner, _, tag = caption.stem.rpartition(".")
-    return tag if owner == video.stem and _LANGUAGE_TAG.match(tag) else None
 
 
 def _language_rank(tag: str, language: str) -> int | None:

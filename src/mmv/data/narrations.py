@@ -345,7 +345,7 @@ def _parse_srt(text: str, path: str | os.PathLike, guesses: _Guesses) -> list[Na
             (cues[-1][2] if cues else preamble).append((number, line))
     if not cues:
         if any(line.strip() for line in lines):
-            raise _no_cue(path, _Guesses(), "no 'start --> end' timing line")
+            raise NarrationError(path, "no cue found: no 'start --> end' timing line")
         return []
     _drop_cue_number(preamble, guesses, first_cue=True)
     stray = [number for number, line in preamble if line.strip()]

@@ -40,6 +40,16 @@ class SkippedSample:
     reason: str
     detail: str = ""
 
+    @classmethod
+    def from_error(cls, path: str | Path, error: BaseException) -> SkippedSample:
+        """The skip of a file that raised ``error``: a ``MediaError``'s reason and detail, else
+        ``unreadable (<exception type>)`` and the message."""
+        from mmv.data.media import MediaError
+
+        if isinstance(error, MediaError):
+            return cls(str(path), error.reason, error.detail)
+        return cls(str(path), f"unreadable ({type(error).__name__})", str(error))
+
 
 @dataclass(frozen=True)
 class SampleNote:

@@ -248,14 +248,6 @@ def image_window(path: str | Path, spec: Any) -> np.ndarray:
 # Datasets of items (one item per index, all its windows at once).
 
 
-def _as_skip(item: MediaItem, error: BaseException) -> SkippedSample:
-    from mmv.data.media import MediaError
-
-    reason = error.reason if isinstance(error, MediaError) else f"unreadable ({type(error).__name__})"
-    detail = error.detail if isinstance(error, MediaError) else str(error)
-    return SkippedSample(str(item.path), reason, detail)
-
-
 class VideoWindows(Dataset):
     """``(index, uint8 [W, T, crop, crop, 3] or None, windows, SkippedSample or None)`` for each item."""
 
@@ -276,7 +268,7 @@ class VideoWindows(Dataset):
                                            augment=self.augment, flip=self.flip)
             return index, clips, windows, None
         except (MediaError, OSError, ValueError) as err:
-            return index, None, [], _as_skip(self.items[index], err)
+            return index, None, [], SkippedSample.from_error(self.items[index].path, err)
 
 
 class AudioWindows(Dataset):
@@ -298,7 +290,7 @@ class AudioWindows(Dataset):
                                           whole=self.whole)
             return index, mels, windows, None
         except (MediaError, OSError, ValueError) as err:
-            return index, None, [], _as_skip(self.items[index], err)
+            return index, None, [], SkippedSample.from_error(self.items[index].path, err)
 
 
 class ImageWindows(Dataset):
@@ -316,4 +308,4 @@ class ImageWindows(Dataset):
         try:
             return index, image_window(self.items[index].path, self.spec)[None], [(math.nan, math.nan)], None
         except (MediaError, OSError, ValueError) as err:
-            return index, None, [], _as_skip(self.items[index], err)
+            return index, None, [], SkippedSample.from_error(self.items[index].path, err)

@@ -99,7 +99,7 @@ def read_word_vectors(path: str | os.PathLike, vocab: Vocabulary, dim: int | Non
     if backend == "gensim":
         rows, file_dim = _rows_with_gensim(path, vocab, binary)
     else:
-        rows, file_dim = _rows_streaming(path, vocab, binary)
+        rows, file_dim = _rows_streaming(path, vocab)
     if dim is not None and dim != file_dim:
         raise ValueError(f"{os.fspath(path)}: vectors have {file_dim} dimensions, expected {dim}")
     result = _assemble(rows, vocab, file_dim, missing, seed)
@@ -184,83 +184,20 @@ def _rows_with_gensim(path: str | os.PathLike, vocab: Vocabulary, binary: bool) 
     return collector.rows(), vectors.vector_size
 
 
-def _rows_streaming(path: str | os.PathLike, vocab: Vocabulary, binary: bool) -> tuple[dict[int, np.ndarray], int]:
+def _rows_streaming(path: str | os.PathLike, vocab: Vocabulary) -> tuple[dict[int, np.ndarray], int]:
     collector = _RowCollector(vocab)
-    with _open_binary(path) as f:
-        entries = _binary_entries(f, path) if binary else _text_entries(f, path)
-        dim = next(entries)  # the first item is the vector size
-        for word, decode in entries:
-            if collector.wants(word) is not None:
-                collector.add(word, decode())
-    return collector.rows(), dim
-
-
-def _open_binary(path: str | os.PathLike) -> BinaryIO:
-    return gzip.open(path, "rb") if os.fspath(path).lower().endswith(".gz") else open(path, "rb")
+    with VectorFile(path) as vectors:
+        for words, block in vectors.blocks():
+            for word, vector in zip(words, block):
+                word = decode_word(word)
+                if collector.wants(word) is not None:
+                    collector.add(word, vector.copy())  # a copy: a view would keep the whole block alive
+        return collector.rows(), vectors.dim
 
 
 def _has_text_header(path: str | os.PathLike) -> bool:
-    with _open_binary(path) as f:
-        parts = f.readline().split()
-    return len(parts) == 2 and all(part.isdigit() for part in parts)
-
-
-def _parse_header(line: bytes, path: str | os.PathLike) -> tuple[int, int]:
-    parts = line.split()
-    if len(parts) != 2 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"{os.fspath(path)}: line 1: expected a 'count dim' header, got {line[:80]!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def _binary_entries(f: BinaryIO, path: str | os.PathLike) -> Iterator:
-    """Yields the vector size, then (word, decode) pairs; ``decode()`` returns the float32 vector."""
-    count, dim = _parse_header(f.readline(), path)
-    yield dim
-    vector_bytes = 4 * dim
-    buffer, pos = b"", 0
-    for entry in range(count):
-        space = buffer.find(b" ", pos)
-        while space == -1 or len(buffer) - space - 1 < vector_bytes:
-            more = f.read(max(_CHUNK_BYTES, vector_bytes))
-            if not more:
-                raise ValueError(f"{os.fspath(path)}: truncated: the header announces {count} words, "
-                                 f"the file ends in word {entry + 1}")
-            buffer, pos = buffer[pos:] + more, 0
-            space = buffer.find(b" ", pos)
-        # NOTE: words are separated by a newline after each vector in most writers but not all; strip it like gensim.
-        word = buffer[pos:space].decode("utf-8", errors="replace").lstrip("\n")
-        start = space + 1
-        pos = start + vector_bytes
-        yield word, (lambda b=buffer, s=start: np.frombuffer(b, dtype="<f4", count=dim, offset=s).astype(np.float32))
-
-
-def _text_entries(f: BinaryIO, path: str | os.PathLike) -> Iterator:
-    """Yields the vector size, then (word, decode) pairs; the vector size comes from the header or the first line."""
-    first = f.readline()
-    parts = first.split()
-    lines: Iterator[tuple[int, bytes]]
-    if len(parts) == 2 and all(part.isdigit() for part in parts):
-        dim = int(parts[1])
-        lines = enumerate(f, start=2)
-    else:
-        dim = len(first.rstrip().split(b" ")) - 1
-        lines = _chain_first(first, f)
-    if dim < 1:
-        raise ValueError(f"{os.fspath(path)}: line 1: not a word-vector line: {first[:80]!r}")
-    yield dim
-    for number, line in lines:
-        fields = line.rstrip().split(b" ")
-        if len(fields) == 1 and not fields[0]:
-            continue  # a blank line (e.g. at the end)
-        if len(fields) != dim + 1:
-            raise ValueError(f"{os.fspath(path)}: line {number}: {len(fields) - 1} values, expected {dim}")
-        word = fields[0].decode("utf-8", errors="replace")
-        yield word, (lambda v=fields[1:], n=number: _parse_floats(v, path, n))
-
-
-def _chain_first(first: bytes, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    yield 1, first
-    yield from enumerate(f, start=2)
+    with VectorFile(path) as vectors:
+        return vectors.count is not None
 
 
 def _parse_floats(values: list[bytes], path: str | os.PathLike, line_number: int) -> np.ndarray:

@@ -181,6 +181,14 @@ def coverage_cell(counts: dict[str, Any], partial: bool) -> str:
     return f"{counts['found']}/{counts['listed']}" + (" partial" if partial else "")
 
 
+def coverage_cells(counts: dict[str, Any] | None, coverage: dict[str, Any] | None, partial: bool) -> list[str]:
+    """The coverage column of a result table's row: none without a benchmark's coverage, an empty cell for a row
+    without counts."""
+    if coverage is None:
+        return []
+    return [coverage_cell(counts, partial) if counts is not None else ""]
+
+
 def coverage_markdown(coverage: dict[str, Any]) -> str:
     """The lines under a result table: the coverage overall and by class (the classes below full coverage)."""
     head = (f"Coverage: {coverage['found']} of the {coverage['listed']} files listed in {coverage['listed_in']} "

@@ -190,8 +190,6 @@ def _embed_chunk(model: torch.nn.Module, files: list[Path], opts: EmbedOptions, 
 
 
 def _embed_text_files(model, files, opts, tokenizer) -> tuple[list[dict], np.ndarray, SkipReport]:
-    if tokenizer is None:
-        tokenizer = (opts.preprocess or preprocess_of(model)).text.tokenizer().encode_batch
     rows, sentences, skipped = [], [], SkipReport()
     for path in files:
         try:
@@ -220,8 +218,11 @@ def embed_files(
     batch_size: int = 8,
     num_workers: int = 0,
     progress: bool = True,
+    recursive: bool = True,
 ) -> dict[str, Any]:
     """Embeds files into ``out_dir`` (see the module docstring), skipping files already embedded there.
+
+    ``paths`` are files and folders; folders are searched with their sub-folders unless ``recursive`` is False.
 
     Returns:
         The run report (also written to ``report.json``).
@@ -231,7 +232,7 @@ def embed_files(
     preprocess = opts.preprocess or preprocess_of(model)
     if opts.modality == "text" and tokenizer is None:
         tokenizer = preprocess.text.tokenizer().encode_batch  # before anything is written: no vocabulary, no run
-    files = collect_files(paths, opts.modality)
+    files = collect_files(paths, opts.modality, recursive=recursive)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "preprocess"}

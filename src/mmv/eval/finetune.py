@@ -25,9 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,9 +35,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mmv.data.skips import SkipReport
+from mmv.data.skips import SkippedSample, SkipReport
 from mmv.data.windows import MediaItem, Windowing
-from mmv.eval.datasets import ClassificationSplit, Coverage, coverage_cell, coverage_markdown, require_coverage
+from mmv.eval.datasets import ClassificationSplit, coverage_cells, coverage_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +175,7 @@ class MultiCropWindows(Dataset):
     def __getitem__(self, index: int):
         from mmv.data.media import MediaError, decode_clip, probe
         from mmv.data.transforms import resize_short_side
-        from mmv.data.windows import _as_skip, decode_limit
+        from mmv.data.windows import decode_limit
 
         item, spec = self.items[index], self.spec
         try:
@@ -192,7 +189,7 @@ class MultiCropWindows(Dataset):
                 windows += [(clip.start, clip.end)] * self.crops
             return index, np.stack(clips), windows, None
         except (MediaError, OSError, ValueError) as err:
-            return index, None, [], _as_skip(item, err)
+            return index, None, [], SkippedSample.from_error(item.path, err)
 
 
 def predict_videos(classifier: nn.Module, items: Sequence[MediaItem], spec: Any, cfg: FinetuneConfig,
@@ -224,36 +221,16 @@ def predict_videos(classifier: nn.Module, items: Sequence[MediaItem], spec: Any,
 def save_finetune_checkpoint(run_dir: Path, step: int, model: nn.Module, classifier: VideoClassifier,
                              optimizer: torch.optim.Optimizer, param_names: list[str], trainer_state: dict[str, Any],
                              keep_last: int) -> Path:
-    """Writes ``run_dir/ckpt_<step>`` atomically (as :func:`mmv.train.checkpoint.save_checkpoint`), adding the
-    classifier; ``run_dir/latest`` then names it, and older checkpoints beyond ``keep_last`` are removed.
+    """Writes ``run_dir/ckpt_<step>`` with :func:`mmv.train.checkpoint.save_checkpoint`, adding the classifier;
+    ``run_dir/latest`` then names it, and older checkpoints beyond ``keep_last`` are removed.
 
     The folder is a saved model (``mmv.load`` gives the fine-tuned network) plus ``classifier.safetensors``,
     ``optimizer.safetensors`` and ``trainer_state.json``.
     """
-    from mmv.atomic import atomic_save_safetensors, atomic_write_bytes
-    from mmv.checkpoint import save as save_model
     from mmv.train import checkpoint as ckpt
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / ckpt.checkpoint_name(step)
-    # NOTE: mmv train's temporary-folder prefix, so that its cleanup of a killed run's leftovers covers ours.
-    tmp = Path(tempfile.mkdtemp(prefix=f"{ckpt._TMP_PREFIX}{step}_", dir=run_dir))
-    try:
-        save_model(model, tmp, extra={"step": step, "finetune": trainer_state["config"]})
-        atomic_save_safetensors({k: v.detach().contiguous() for k, v in classifier.head.state_dict().items()},
-                                tmp / HEAD_NAME)
-        ckpt.save_optimizer(optimizer, param_names, tmp / ckpt.OPTIMIZER_NAME)
-        atomic_write_bytes(tmp / ckpt.TRAINER_STATE_NAME, (json.dumps(trainer_state) + "\n").encode())
-        if final.exists():  # the same step again (the end of a run that had just checkpointed)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        ckpt._fsync_dir(run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_bytes(run_dir / ckpt.LATEST_NAME, (final.name + "\n").encode())
-    ckpt._prune(run_dir, keep_last, keep=final)
-    return final
+    return ckpt.save_checkpoint(run_dir, step, model, optimizer, param_names, trainer_state, keep_last,
+                                config_key="finetune", extra_tensors={HEAD_NAME: classifier.head.state_dict()})
 
 
 def load_finetune_checkpoint(path: Path, model: nn.Module, classifier: VideoClassifier,
@@ -336,7 +313,7 @@ def finetune_split(model: nn.Module, split: ClassificationSplit, cfg: FinetuneCo
     from mmv.distributed import init_distributed
     from mmv.train import checkpoint as ckpt
     from mmv.train.config import OptimSection
-    from mmv.train.loop import StopSignal, any_rank, get_autocast, lr_at, seed_rngs
+    from mmv.train.loop import StopSignal, any_rank, gather_rank_states, get_autocast, lr_at, seed_rngs
 
     info = info or init_distributed(backend="gloo" if cfg.device == "cpu" else None)
     device = info.device
@@ -377,10 +354,7 @@ def finetune_split(model: nn.Module, split: ClassificationSplit, cfg: FinetuneCo
         ckpt.restore_rng_state(rank_state["rng"])
 
     def save() -> Path:
-        states = [{"rng": ckpt.capture_rng_state(), "data": stream.state_dict()}]
-        if info.distributed:
-            states = [None] * info.world_size
-            dist.all_gather_object(states, {"rng": ckpt.capture_rng_state(), "data": stream.state_dict()})
+        states = gather_rank_states(stream, info)
         path = run_dir / ckpt.checkpoint_name(state["step"])
         if info.primary:
             trainer_state = {**state, "world_size": info.world_size, "ranks": states, "config": config}
@@ -518,20 +492,15 @@ def _require_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: P
 def finetune_splits(data_dir: str | Path, dataset: str = "auto", splits: Sequence[int] = (1, 2, 3),
                     video_root: str | Path | None = None, seed: int = 0) -> tuple[str, list[ClassificationSplit]]:
     """The dataset's splits: ``ucf101``, ``hmdb51``, ``folder``, ``manifest`` or ``auto`` (detected)."""
-    from mmv.eval.datasets import detect_video_layout, folder_split, hmdb51_splits, manifest_split, ucf101_splits
+    from mmv.eval.datasets import manifest_split
+    from mmv.eval.linear_probe import _load_splits
 
     root = Path(data_dir)
-    if dataset == "auto":
-        dataset = "manifest" if (root / "train" / "manifest.jsonl").is_file() else detect_video_layout(root)
-    if dataset == "ucf101":
-        return dataset, ucf101_splits(root, tuple(splits))
-    if dataset == "hmdb51":
-        return dataset, hmdb51_splits(root, tuple(splits), video_root)
-    if dataset == "folder":
-        return dataset, [folder_split(root, seed=seed)]
-    if dataset == "manifest":
-        return dataset, [manifest_split(root)]
-    raise ValueError(f"unknown video dataset {dataset!r} (ucf101, hmdb51, folder, manifest or auto)")
+    if dataset == "manifest" or (dataset == "auto" and (root / "train" / "manifest.jsonl").is_file()):
+        return "manifest", [manifest_split(root)]
+    if dataset not in ("ucf101", "hmdb51", "folder", "auto"):
+        raise ValueError(f"unknown video dataset {dataset!r} (ucf101, hmdb51, folder, manifest or auto)")
+    return _load_splits(root, dataset, splits, video_root, seed)
 
 
 def finetune(
@@ -570,7 +539,7 @@ def finetune(
         ``interrupted`` when a stop signal or ``stop_after`` ended a split early (continue with ``resume="auto"``).
     """
     from mmv.distributed import cleanup, init_distributed
-    from mmv.eval.linear_probe import summarise_splits
+    from mmv.eval.linear_probe import _coverage_of, _require_both_sides, summarise_splits
     from mmv.train import checkpoint as ckpt
 
     cfg = cfg or FinetuneConfig()
@@ -579,10 +548,7 @@ def finetune(
     if cfg.device == "cuda" and info.device.type != "cuda":
         raise RuntimeError("device cuda asked for but CUDA is not available")
     dataset, split_list = finetune_splits(data_dir, dataset, splits, video_root, cfg.seed)
-    coverages = [s.coverage for s in split_list if s.coverage is not None]
-    coverage = Coverage.union(coverages) if coverages else None
-    if coverage is not None:
-        require_coverage(coverage, allow_partial)
+    coverage = _coverage_of(split_list, allow_partial)
     if resume not in ("", "auto") and len(split_list) > 1:
         raise ValueError("a checkpoint folder resumes one split: pass --splits with one split, or --resume auto")
     per_split, status = {}, "completed"
@@ -598,9 +564,7 @@ def finetune(
             if resume_from is None and (ckpt.list_checkpoints(run_dir) or done.is_file()):
                 raise ValueError(f"{run_dir} already holds a fine-tuning run; continue it with --resume auto or "
                                  "choose another --out")
-            for side in ("train", "test"):
-                if not getattr(split, side):
-                    raise ValueError(f"{dataset} {split.name}: no {side} video on disk")
+            _require_both_sides(dataset, split)
             logger.info("%s %s: fine-tuning on %d videos, testing on %d, %d classes", dataset, split.name,
                         len(split.train), len(split.test), len(split.classes))
             result = finetune_split(copy.deepcopy(model), split, cfg, run_dir, resume_from=resume_from, info=info,
@@ -635,19 +599,15 @@ def finetune_table(result: dict[str, Any]) -> str:
     from mmv.eval.io import markdown_table
 
     coverage, partial = result.get("coverage"), result.get("partial", False)
-
-    def cells(counts: dict[str, Any] | None) -> list[str]:
-        if coverage is None:
-            return []
-        return [coverage_cell(counts, partial) if counts is not None else ""]
-
+    overall = coverage_cells(coverage, coverage, partial)  # the coverage cell of the mean and chance rows
     rows = [[name, r["top1"], r["top5"], r["num_train"], r["num_test"], f"{r['epochs']} ({r['step']} steps)",
-             r["skipped"]["total"]] + cells(r.get("coverage")) for name, r in result["splits"].items()]
+             r["skipped"]["total"]] + coverage_cells(r.get("coverage"), coverage, partial)
+            for name, r in result["splits"].items()]
     if result["splits"]:
         mean = result["mean"]
         rows.append([f"**mean** ({len(result['splits'])} splits)", f"{mean['top1']:.2f} ± {mean['top1_std']:.2f}",
-                     f"{mean['top5']:.2f} ± {mean['top5_std']:.2f}", "", "", "", ""] + cells(coverage))
-        rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], "", "", "", ""] + cells(coverage))
+                     f"{mean['top5']:.2f} ± {mean['top5_std']:.2f}", "", "", "", ""] + overall)
+        rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], "", "", "", ""] + overall)
     o = result["options"]
     head = (f"### fine-tuning: {result['dataset']} ({o['optimizer']}, lr {o['backbone_lr']:g} backbone / "
             f"{o['head_lr']:g} classifier, {o['epochs']} epochs, batch {o['batch_size']} x {o['world_size']}, "

@@ -25,7 +25,7 @@ from mmv.eval.classifiers import LinearProbe, published_c, select_c
 from mmv.eval.datasets import (
     ClassificationSplit,
     Coverage,
-    coverage_cell,
+    coverage_cells,
     coverage_markdown,
     detect_video_layout,
     folder_split,
@@ -266,18 +266,13 @@ def summarise_splits(task: str, dataset: str, data_dir: Path, per_split: dict[st
 def probe_table(result: dict[str, Any], split_word: str = "split") -> str:
     """Markdown: one row per split and a mean row; for a benchmark, its coverage on every row and beneath."""
     coverage, partial = result.get("coverage"), result.get("partial", False)
-
-    def cells(counts: dict[str, Any] | None) -> list[str]:  # the coverage column, when there is one
-        if coverage is None:
-            return []
-        return [coverage_cell(counts, partial) if counts is not None else ""]
-
+    overall = coverage_cells(coverage, coverage, partial)  # the coverage cell of the mean and chance rows
     rows = [[name, r["top1"], r["top5"], r["num_train_rows"], r["num_test"], f"{r['C']:g}", r["skipped"]["total"]]
-            + cells(r.get("coverage")) for name, r in result["splits"].items()]
+            + coverage_cells(r.get("coverage"), coverage, partial) for name, r in result["splits"].items()]
     mean = result["mean"]
     rows.append([f"**mean** ({len(result['splits'])} {split_word}s)", f"{mean['top1']:.2f} ± {mean['top1_std']:.2f}",
-                 f"{mean['top5']:.2f} ± {mean['top5_std']:.2f}", "", "", "", ""] + cells(coverage))
-    rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], "", "", "", ""] + cells(coverage))
+                 f"{mean['top5']:.2f} ± {mean['top5_std']:.2f}", "", "", "", ""] + overall)
+    rows.append(["chance", result["chance"]["top1"], result["chance"]["top5"], "", "", "", ""] + overall)
     classes = f"{result['num_classes']} classes"
     if partial:
         classes = f"PARTIAL copy: {coverage['classes_present']} of {result['num_classes']} classes"

@@ -95,10 +95,10 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if text is None:
         return 0, 1
     if text == "auto":
-        env = os.environ
-        rank = env.get("RANK", env.get("SLURM_PROCID", "0"))
-        world = env.get("WORLD_SIZE", env.get("SLURM_NTASKS", "1"))
-        return int(rank), int(world)
+        from mmv.distributed import world_info_from_env
+
+        rank, _, world = world_info_from_env()
+        return rank, world
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -164,9 +164,7 @@ class _SegmentChunks(IterableDataset):
             try:
                 chunk = self._decode(plan, starts)
             except (MediaError, OSError, ValueError) as err:
-                reason = getattr(err, "reason", f"unreadable ({type(err).__name__})")
-                detail = getattr(err, "detail", str(err))
-                yield {"index": index, "error": SkippedSample(plan.identity[0], reason, detail)}
+                yield {"index": index, "error": SkippedSample.from_error(plan.identity[0], err)}
                 return
             yield {"index": index, "last": number == len(chunks) - 1, "starts": starts, **chunk}
 
@@ -261,9 +259,9 @@ def index_sources(model: torch.nn.Module, sources: Sequence[str | os.PathLike], 
             try:
                 planned.append(_plan(path, seconds, stride))
             except (MediaError, OSError) as err:
-                reason = getattr(err, "reason", f"unreadable ({type(err).__name__})")
-                report.add(reason, identity[0], getattr(err, "detail", str(err)))
-                library.record_skip(identity, reason, getattr(err, "detail", str(err)))
+                skipped = SkippedSample.from_error(identity[0], err)
+                report.add(skipped)
+                library.record_skip(identity, skipped.reason, skipped.detail)
         log.info("%d files: %d unchanged, %d to index (%d changed), %d removed", len(found), unchanged,
                  len(planned), updated, removed)
         total = sum(len(p.starts) for p in planned)

@@ -16,7 +16,8 @@ score is the best of its segments), and the ``top_k`` best moments are returned,
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,10 @@ class Moment:
     segment_ids: tuple[int, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["segment_ids"] = list(self.segment_ids)
-        return out
+        """The moment as ``mmv search --json`` prints it, ``/api/search`` answers it and the page reads it."""
+        return {"path": self.path, "start": round(self.start, 3), "end": round(self.end, 3),
+                "score": round(float(self.score), 5), "file_id": self.file_id, "segment_id": self.segment_ids[0],
+                "segment_ids": list(self.segment_ids), "name": os.path.basename(self.path)}
 
 
 def resolve_space(kind: str, target: str, spaces: dict[str, list[str]], graph: str) -> str:

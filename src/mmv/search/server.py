@@ -108,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
             moments = self.server.search(query, target, k)
         except (ValueError, MediaError) as err:  # a pair the model lacks, an unreadable upload, a bad k
             return self._error(HTTPStatus.BAD_REQUEST, str(err))
-        self._json(HTTPStatus.OK, [moment_json(m) for m in moments])
+        self._json(HTTPStatus.OK, [m.as_dict() for m in moments])
 
     def _thumbnail(self, token: str) -> None:
         if not token.isdigit():
@@ -171,14 +171,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
-
-
-def moment_json(moment: Any) -> dict[str, Any]:
-    """A moment as ``mmv search --json`` prints it (and the page reads it)."""
-    return {"path": moment.path, "start": round(moment.start, 3), "end": round(moment.end, 3),
-            "score": round(float(moment.score), 5), "file_id": moment.file_id,
-            "segment_id": moment.segment_ids[0], "segment_ids": list(moment.segment_ids),
-            "name": os.path.basename(moment.path)}
 
 
 class _SearchServer(ThreadingHTTPServer):

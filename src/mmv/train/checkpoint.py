@@ -235,6 +235,9 @@ def save_checkpoint(
     param_names: list[str],
     trainer_state: dict[str, Any],
     keep_last: int,
+    *,
+    config_key: str = "train_config",
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Writes ``run_dir/ckpt_<step>`` atomically, points ``run_dir/latest`` at it and prunes old checkpoints.
 
@@ -248,6 +251,10 @@ def save_checkpoint(
         param_names: Names of the optimized parameters, in the optimizer's order.
         trainer_state: JSON-serialisable loop state (see the module doc).
         keep_last: Keep this many newest checkpoints (the new one included).
+        config_key: Where the saved model's metadata holds ``trainer_state["config"]`` (``mmv finetune``:
+            ``"finetune"``).
+        extra_tensors: More safetensors files for the checkpoint, ``{file name: tensors}`` (``mmv finetune``'s
+            classifier).
 
     Returns:
         The checkpoint directory.
@@ -259,7 +266,9 @@ def save_checkpoint(
     final = run_dir / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{step}_", dir=run_dir))
     try:
-        save_model(model, tmp, extra={"step": step, "train_config": trainer_state.get("config")})
+        save_model(model, tmp, extra={"step": step, config_key: trainer_state.get("config")})
+        for name, tensors in (extra_tensors or {}).items():
+            atomic_save_safetensors({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / name)
         save_optimizer(optimizer, param_names, tmp / OPTIMIZER_NAME)
         atomic_write_bytes(tmp / TRAINER_STATE_NAME, (json.dumps(trainer_state) + "\n").encode())
         _fsync_dir(tmp)

@@ -337,13 +337,20 @@ class BufferSnapshot:
 # Checkpoint helpers
 # ----------------------------------------------------------------------------------------------------------------
 
+def gather_rank_states(stream: BatchStream, info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG states and data position, in rank order (a collective: all ranks call it)."""
+    mine = {"rng": ckpt.capture_rng_state(), "data": stream.state_dict()}
+    if not info.distributed:
+        return [mine]
+    rank_states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(rank_states, mine)
+    return rank_states
+
+
 def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
                         state: dict[str, Any], stream: BatchStream, cfg: TrainConfig, info: DistInfo) -> Path:
     """Gathers every rank's RNG and data position and writes ``ckpt_<step>`` from rank 0; all ranks call it."""
-    rank_states = [{"rng": ckpt.capture_rng_state(), "data": stream.state_dict()}]
-    if info.distributed:
-        rank_states = [None] * info.world_size
-        dist.all_gather_object(rank_states, {"rng": ckpt.capture_rng_state(), "data": stream.state_dict()})
+    rank_states = gather_rank_states(stream, info)
     path = run_dir / ckpt.checkpoint_name(state["step"])
     if info.primary:
         trainer_state = {**state, "world_size": info.world_size, "ranks": rank_states, "config": config_to_dict(cfg)}
