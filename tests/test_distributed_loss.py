@@ -114,7 +114,7 @@ def check_ddp_parameter_gradients(rank: int) -> None:
         assert_close(param.grad, reference_param.grad, f"DDP gradient of {name} on rank {rank}")
 
 
-def worker(rank: int, port: int) -> None:
+def worker(rank: int, port: int, leaving: object) -> None:
     torch.set_num_threads(1)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD_SIZE),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -130,6 +130,10 @@ def worker(rank: int, port: int) -> None:
         distributed.barrier()
     finally:
         distributed.cleanup()
+    # NOTE: rank 0 hosts the rendezvous store and a gloo connection to rank 1: if it exits while rank 1 is still
+    # leaving the group, rank 1's gloo thread sees the peer gone and aborts the process (seen on a loaded machine).
+    # Nobody exits before everybody has left.
+    leaving.wait(timeout=60)  # type: ignore[attr-defined]
 
 
 def free_port() -> int:
@@ -141,7 +145,8 @@ def free_port() -> int:
 @pytest.mark.distributed
 @pytest.mark.timeout(120)
 def test_two_gloo_ranks_equal_single_process():
-    mp.spawn(worker, args=(free_port(),), nprocs=WORLD_SIZE, join=True)
+    leaving = mp.get_context("spawn").Barrier(WORLD_SIZE)
+    mp.spawn(worker, args=(free_port(), leaving), nprocs=WORLD_SIZE, join=True)
 
 
 def test_single_process_helpers_without_launcher(monkeypatch):
